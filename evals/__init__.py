@@ -1,0 +1,1 @@
+"""In-domain tasks with their judges, and the generalization benchmarks."""

@@ -1,0 +1,51 @@
+"""Short-answer matching for reading comprehension: SQuAD-normalised exact match, or containment of a gold alias.
+
+Containment (the normalised alias appears as a whole-token span of the normalised response) is the lenient judge
+chat models need: an instruct model answers "The regatta predates The Game by 23 years." where SQuAD's gold is
+"23 years". It is a documented choice; the LLM judge (evals.judges.llm) is the paper's.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Sequence
+
+from evals.judges import Verdict
+
+JUDGE_VERSION = "match-v1"
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = set(string.punctuation)
+
+
+def normalize_answer(s: str) -> str:
+    """SQuAD v1.1's official normalisation: lower case, drop punctuation and articles, collapse whitespace."""
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in _PUNCT)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def _contains(haystack: list[str], needle: list[str]) -> bool:
+    n = len(needle)
+    return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
+
+
+def judge_match(response: str, golds: Sequence[str]) -> Verdict:
+    """Correct when the response equals, or contains as a token span, any gold alias (after normalisation)."""
+    resp = normalize_answer(response)
+    aliases = [(g, normalize_answer(g)) for g in golds]
+    aliases = [(g, n) for g, n in aliases if n]
+    if not aliases:
+        raise ValueError(f"no usable gold alias in {list(golds)!r}")
+    if not resp:
+        return Verdict(False, "empty response", "")
+    for gold, norm in aliases:
+        if resp == norm:
+            return Verdict(True, f"exact match {gold!r}", response.strip())
+    tokens = resp.split()
+    for gold, norm in aliases:
+        if _contains(tokens, norm.split()):
+            return Verdict(True, f"contains {gold!r}", gold)
+    shown = ", ".join(repr(g) for g, _ in aliases[:3]) + (" ..." if len(aliases) > 3 else "")
+    return Verdict(False, f"no gold alias found ({shown})", None)

@@ -1,0 +1,102 @@
+"""What every in-domain task provides: data splits with stable ids, versioned prompts, a gold response and a judge.
+
+A task file subclasses `Task`, fills in its prompts and judge, and registers itself in `evals.tasks.TASKS`.
+Examples are plain dicts: the task's dataset schema plus a stable string ``id``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from evals.data import LoadedRows, check_row, Field, seeded_subset
+from evals.judges import Verdict
+
+Message = dict[str, str]
+
+
+@dataclass
+class Split:
+    """One loaded split: its examples and where they came from (for provenance)."""
+
+    examples: list[dict]
+    sources: dict[str, LoadedRows]
+
+    def provenance(self) -> dict:
+        return {name: {"origin": lr.origin, "sha256": lr.sha256, "rows": len(lr.rows)}
+                for name, lr in self.sources.items()}
+
+
+class Task:
+    """Base class of in-domain tasks. Subclasses set the class attributes and implement the abstract methods."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    #: Bump when any prompt text changes: it is part of every cache key and recorded with every result.
+    template_version: ClassVar[str]
+    judge_version: ClassVar[str]
+    splits: ClassVar[tuple[str, ...]] = ("train", "test")
+    #: Fields an input line of ``repro judge`` may carry instead of an ``id``.
+    inline_fields: ClassVar[tuple[Field, ...]] = ()
+    max_new_tokens: ClassVar[int] = 256
+    paraphrase_max_new_tokens: ClassVar[int] = 384
+    #: Stop strings for generation beyond the model's own end-of-turn token.
+    stop: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, **options: Any) -> None:
+        if options:
+            raise TypeError(f"task {self.name} takes no options, got {sorted(options)}")
+
+    # --- data ------------------------------------------------------------------------------------------------
+    def load_split(self, split: str, data_dir: Path | None) -> Split:
+        raise NotImplementedError
+
+    def load(self, split: str, data_dir: Path | None, *, limit: int | None = None, seed: int = 0) -> list[dict]:
+        """Examples of a split; `limit` takes a seeded subset (same seed, same subset) in original order."""
+        if split not in self.splits:
+            raise ValueError(f"task {self.name} has splits {self.splits}, not {split!r}")
+        return seeded_subset(self.load_split(split, data_dir).examples, limit, seed)
+
+    def inline_example(self, row: dict, where: str) -> dict:
+        """An example built from gold fields given inline (``repro judge`` input without an id)."""
+        return dict(check_row(row, self.inline_fields, where))
+
+    # --- prompts ---------------------------------------------------------------------------------------------
+    def predict_messages(self, ex: dict) -> list[Message]:
+        raise NotImplementedError
+
+    def train_messages(self, ex: dict) -> list[Message]:
+        """The prompt a training target is attached to. Same as the prediction prompt (documented choice: the
+        paper shows one figure for GSM8K train/predict), so own answers are trained in the context they came from."""
+        return self.predict_messages(ex)
+
+    def paraphrase_messages(self, ex: dict) -> list[Message]:
+        raise NotImplementedError
+
+    def gold_response(self, ex: dict) -> str:
+        raise NotImplementedError
+
+    def question_text(self, ex: dict) -> str:
+        """The question as shown to an LLM judge."""
+        return self.predict_messages(ex)[-1]["content"]
+
+    def gold_text(self, ex: dict) -> str:
+        return self.gold_response(ex)
+
+    # --- judging ---------------------------------------------------------------------------------------------
+    def judge(self, ex: dict, response: str) -> Verdict:
+        raise NotImplementedError
+
+    def judge_many(self, examples: Sequence[dict], responses: Sequence[str], *, progress: bool = False) -> list[Verdict]:
+        if len(examples) != len(responses):
+            raise ValueError(f"{len(examples)} examples but {len(responses)} responses")
+        return [self.judge(ex, r) for ex, r in zip(examples, responses)]
+
+    def describe(self) -> dict:
+        """Versions recorded with every result that used this task."""
+        return {"task": self.name, "template_version": self.template_version, "judge_version": self.judge_version}
+
+
+def user(content: str) -> list[Message]:
+    return [{"role": "user", "content": content}]

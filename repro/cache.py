@@ -1,0 +1,73 @@
+"""Generation cache: append-only JSONL files, one per (model, adapter), keyed by a hash of everything that
+determines an output (model and adapter fingerprints, chat template, backend, decoding parameters, prompt text and
+its template tag).
+
+Append-only text is what makes an interrupted build resumable (every finished batch is on disk, a torn last line
+from a kill is skipped) and lets a finished cache be inspected or carried between machines.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def cache_key(identity: Mapping, params: Mapping, tag: str, prompt: str) -> str:
+    blob = json.dumps({"identity": identity, "params": params, "tag": tag, "prompt": prompt}, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+class GenerationCache:
+    """Maps keys to generation records; a record is a JSON object. Safe for concurrent appenders."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._shards: dict[str, dict[str, dict]] = {}
+
+    def _path(self, shard: str) -> Path:
+        return self.root / f"{shard}.jsonl"
+
+    def _load(self, shard: str) -> dict[str, dict]:
+        if shard in self._shards:
+            return self._shards[shard]
+        records: dict[str, dict] = {}
+        path = self._path(shard)
+        if path.is_file():
+            with open(path, encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    try:
+                        rec = json.loads(line)
+                        records[rec["key"]] = rec
+                    except (json.JSONDecodeError, KeyError):
+                        # A line torn by a kill mid-write: that generation is simply redone.
+                        log.warning("%s:%d: skipping an incomplete cache line", path, lineno)
+        self._shards[shard] = records
+        return records
+
+    def get_many(self, shard: str, keys: Iterable[str]) -> dict[str, dict]:
+        records = self._load(shard)
+        return {k: records[k] for k in keys if k in records}
+
+    def put_many(self, shard: str, records: Mapping[str, dict]) -> None:
+        if not records:
+            return
+        lines = "".join(json.dumps({"key": k, **v}, ensure_ascii=False) + "\n" for k, v in records.items())
+        with open(self._path(shard), "a", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                f.write(lines)
+                f.flush()
+                os.fsync(f.fileno())
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        self._load(shard).update(records)
+
+    def __len__(self) -> int:
+        return sum(len(self._load(p.stem)) for p in self.root.glob("*.jsonl"))

@@ -1,0 +1,266 @@
+"""One generation interface, two backends (HF transformers, vLLM), one output record, one cache.
+
+Every caller (target building, evaluation, the LLM judge) hands chat messages to ``Generator.generate``; prompts are
+rendered by repro.chat, outputs come back in input order, and anything already generated under the same key is read
+from the cache instead. Work is written to the cache batch by batch, so a killed run loses at most one batch.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from repro.cache import GenerationCache, cache_key
+from repro.chat import Message, render_prompt
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DecodingParams:
+    """Decoding settings; part of every cache key. Greedy (temperature 0) unless a recipe says otherwise."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stop": list(self.stop)}
+
+
+@dataclass
+class Generation:
+    text: str
+    n_prompt_tokens: int
+    n_output_tokens: int
+    finish_reason: str            # "eos" | "stop" | "length"
+    cached: bool = False
+
+
+@dataclass
+class GenerationStats:
+    """Work done by this generator instance, for throughput reports."""
+
+    prompts: int = 0
+    cached: int = 0
+    output_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.output_tokens / self.seconds if self.seconds else 0.0
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    cut = min((text.index(s) for s in stop if s and s in text), default=None)
+    return (text, False) if cut is None else (text[:cut], True)
+
+
+class Generator:
+    """Base class: caching and bookkeeping. Backends implement `_generate` on rendered prompt texts."""
+
+    backend = "base"
+
+    def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
+                 batch_size: int = 16) -> None:
+        from repro import models  # noqa: PLC0415
+
+        self.model_name = model
+        self.adapter = str(adapter) if adapter else None
+        self.cache = cache
+        self.batch_size = batch_size
+        self.tokenizer = models.load_tokenizer(model)
+        self.identity = {"model": models.fingerprint(model), "adapter": models.adapter_fingerprint(adapter),
+                         "chat_template_sha": models.chat_template_sha(self.tokenizer), "backend": self.backend}
+        self.stats = GenerationStats()
+
+    @property
+    def shard(self) -> str:
+        """Cache file name: one per (model, adapter) so caches of different models never mix."""
+        return f"{self.identity['model'][:16]}-{(self.identity['adapter'] or 'base')[:16]}"
+
+    def render(self, messages: list[Message]) -> str:
+        return render_prompt(self.tokenizer, messages)
+
+    def generate(self, prompts: Sequence[list[Message]], params: DecodingParams, *, tag: str,
+                 progress: bool = True) -> list[Generation]:
+        """Generate one response per prompt (chat messages), in input order; cached work is not redone.
+        `tag` names the prompt template and its version (e.g. "gsm8k.predict.gsm8k-v1")."""
+        texts = [self.render(p) for p in prompts]
+        keys = [cache_key(self.identity, params.to_dict(), tag, t) for t in texts]
+        found = self.cache.get_many(self.shard, set(keys)) if self.cache is not None else {}
+        todo = sorted({k: t for k, t in zip(keys, texts) if k not in found}.items())
+        self.stats.prompts += len(prompts)
+        self.stats.cached += len(prompts) - len(todo)
+        if todo:
+            self._run(todo, params, tag, found, progress)
+        return [Generation(**{f: found[k][f] for f in ("text", "n_prompt_tokens", "n_output_tokens",
+                                                       "finish_reason")}, cached=k not in dict(todo))
+                for k in keys]
+
+    def _run(self, todo: list[tuple[str, str]], params: DecodingParams, tag: str, found: dict, progress: bool) -> None:
+        from tqdm.auto import tqdm  # noqa: PLC0415
+
+        # Longest prompts first so each padded batch holds similar lengths and the largest batch fails fast on OOM.
+        lengths = {k: len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for k, t in todo}
+        todo = sorted(todo, key=lambda kt: -lengths[kt[0]])
+        bar = tqdm(total=len(todo), desc=f"generate {tag}", unit="prompt", disable=not progress, leave=False)
+        for start in range(0, len(todo), self.chunk_size):
+            chunk = todo[start:start + self.chunk_size]
+            t0 = time.perf_counter()
+            outs = self._generate([t for _, t in chunk], params)
+            self.stats.seconds += time.perf_counter() - t0
+            records = {}
+            for (k, _), out in zip(chunk, outs):
+                self.stats.output_tokens += out.n_output_tokens
+                records[k] = {"tag": tag, "text": out.text, "n_prompt_tokens": out.n_prompt_tokens,
+                              "n_output_tokens": out.n_output_tokens, "finish_reason": out.finish_reason}
+            if self.cache is not None:
+                self.cache.put_many(self.shard, records)
+            found.update(records)
+            bar.update(len(chunk))
+            bar.set_postfix(tok_s=f"{self.stats.tokens_per_second:.0f}")
+        bar.close()
+
+    @property
+    def chunk_size(self) -> int:
+        """Prompts per call of `_generate` (and per cache write)."""
+        return self.batch_size
+
+    def _generate(self, texts: list[str], params: DecodingParams) -> list[Generation]:
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {**self.identity, "model_name": self.model_name, "adapter_path": self.adapter,
+                "batch_size": self.batch_size}
+
+
+class HFGenerator(Generator):
+    """transformers ``generate``: batched, longest-first, left-padded, greedy by default, with stop strings."""
+
+    backend = "hf"
+
+    def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
+                 batch_size: int = 16, device: str | None = None, model_obj: Any = None, static_cache: bool = False):
+        super().__init__(model, adapter, cache=cache, batch_size=batch_size)
+        from repro import models  # noqa: PLC0415
+
+        if model_obj is None:
+            model_obj, _ = models.load(model, adapter=adapter, device=device)
+        self.model = model_obj
+        self.device = next(self.model.parameters()).device
+        self.static_cache = static_cache
+        gen_cfg = self.model.generation_config
+        eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.eos_ids.add(self.tokenizer.eos_token_id)
+        self.pad_id = self.tokenizer.pad_token_id
+
+    def _generate(self, texts: list[str], params: DecodingParams) -> list[Generation]:
+        import torch  # noqa: PLC0415
+
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        enc = tok(texts, add_special_tokens=False, padding=True, return_tensors="pt").to(self.device)
+        kwargs: dict[str, Any] = dict(max_new_tokens=params.max_new_tokens, pad_token_id=self.pad_id,
+                                      eos_token_id=sorted(self.eos_ids))
+        if params.temperature > 0:
+            torch.manual_seed(params.seed)
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+        if self.static_cache:
+            kwargs["cache_implementation"] = "static"
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:].tolist()
+        n_prompt = enc["attention_mask"].sum(dim=1).tolist()
+        results = []
+        for ids, n_in in zip(new, n_prompt):
+            n_out, finish = len(ids), "length"
+            for i, t in enumerate(ids):
+                if t in self.eos_ids:
+                    n_out, finish = i + 1, "eos"
+                    break
+            text = tok.decode(ids[:n_out], skip_special_tokens=True)
+            text, stopped = _cut_at_stop(text, params.stop)
+            results.append(Generation(text, int(n_in), n_out, "stop" if stopped else finish))
+        return results
+
+
+class VLLMGenerator(Generator):
+    """vLLM with the same prompts (token ids rendered by our template) and an optional LoRA adapter.
+    Not exercised in CI (no GPU, no vLLM wheel there); kept thin on purpose."""
+
+    backend = "vllm"
+
+    def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
+                 batch_size: int = 256, gpu_memory_utilization: float = 0.85, max_lora_rank: int = 64):
+        super().__init__(model, adapter, cache=cache, batch_size=batch_size)
+        from vllm import LLM  # noqa: PLC0415
+
+        from repro import models  # noqa: PLC0415
+
+        self.llm = LLM(model=models.local_path(model), enable_lora=adapter is not None, max_lora_rank=max_lora_rank,
+                       gpu_memory_utilization=gpu_memory_utilization, seed=0)
+        self.lora = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest  # noqa: PLC0415
+
+            self.lora = LoRARequest("adapter", 1, str(adapter))
+
+    @property
+    def chunk_size(self) -> int:
+        return self.batch_size * 4      # vLLM schedules its own batches; chunks only bound lost work on a kill
+
+    def _generate(self, texts: list[str], params: DecodingParams) -> list[Generation]:
+        from vllm import SamplingParams  # noqa: PLC0415
+
+        sp = SamplingParams(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
+                            stop=list(params.stop) or None, seed=params.seed)
+        prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
+        outs = self.llm.generate(prompts, sp, lora_request=self.lora, use_tqdm=False)
+        results = []
+        for o in outs:
+            c = o.outputs[0]
+            finish = {"stop": "stop" if c.stop_reason is not None and isinstance(c.stop_reason, str) else "eos",
+                      "length": "length"}.get(c.finish_reason, c.finish_reason)
+            results.append(Generation(c.text, len(o.prompt_token_ids), len(c.token_ids), finish))
+        return results
+
+
+def vllm_available() -> bool:
+    try:
+        import torch  # noqa: PLC0415
+        import vllm  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def make_generator(model: str, adapter: str | Path | None = None, *, backend: str = "auto",
+                   cache: GenerationCache | None = None, **kwargs: Any) -> Generator:
+    """A generator for `model` (+ `adapter`): "auto" is vLLM when installed and a GPU is present, else HF."""
+    if backend == "auto":
+        backend = "vllm" if vllm_available() else "hf"
+    if backend == "hf":
+        return HFGenerator(model, adapter, cache=cache, **kwargs)
+    if backend == "vllm":
+        return VLLMGenerator(model, adapter, cache=cache, **kwargs)
+    raise ValueError(f"unknown generation backend {backend!r} (hf, vllm, auto)")
+
+
+@dataclass
+class GenerationSettings:
+    """Recipe-level generation settings shared by every stage of a run."""
+
+    backend: str = "auto"
+    batch_size: int = 16
+    extra: dict = field(default_factory=dict)
