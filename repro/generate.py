@@ -94,38 +94,47 @@ class Generator:
         texts = [self.render(p) for p in prompts]
         keys = [cache_key(self.identity, params.to_dict(), tag, t) for t in texts]
         found = self.cache.get_many(self.shard, set(keys)) if self.cache is not None else {}
-        todo = sorted({k: t for k, t in zip(keys, texts) if k not in found}.items())
+        fresh: set[str] = set()
+        if any(k not in found for k in keys):
+            fresh = self._run(dict(zip(keys, texts)), params, tag, found, progress)
         self.stats.prompts += len(prompts)
-        self.stats.cached += len(prompts) - len(todo)
-        if todo:
-            self._run(todo, params, tag, found, progress)
+        self.stats.cached += sum(k not in fresh for k in keys)
         return [Generation(**{f: found[k][f] for f in ("text", "n_prompt_tokens", "n_output_tokens",
-                                                       "finish_reason")}, cached=k not in dict(todo))
+                                                       "finish_reason")}, cached=k not in fresh)
                 for k in keys]
 
-    def _run(self, todo: list[tuple[str, str]], params: DecodingParams, tag: str, found: dict, progress: bool) -> None:
+    def _run(self, prompts: dict[str, str], params: DecodingParams, tag: str, found: dict,
+             progress: bool) -> set[str]:
+        """Generate the batches that hold uncached prompts. Batches are cut from the whole call's prompt list
+        (longest first, ties by key), never from the uncached remainder: greedy outputs depend slightly on batch
+        composition, and this way a resumed run forms exactly the batches an uninterrupted run would have."""
         from tqdm.auto import tqdm  # noqa: PLC0415
 
-        # Longest prompts first so each padded batch holds similar lengths and the largest batch fails fast on OOM.
-        lengths = {k: len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for k, t in todo}
-        todo = sorted(todo, key=lambda kt: -lengths[kt[0]])
-        bar = tqdm(total=len(todo), desc=f"generate {tag}", unit="prompt", disable=not progress, leave=False)
-        for start in range(0, len(todo), self.chunk_size):
-            chunk = todo[start:start + self.chunk_size]
+        lengths = {k: len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for k, t in prompts.items()}
+        order = sorted(prompts, key=lambda k: (-lengths[k], k))
+        batches = [order[i:i + self.chunk_size] for i in range(0, len(order), self.chunk_size)]
+        batches = [b for b in batches if any(k not in found for k in b)]
+        fresh: set[str] = set()
+        bar = tqdm(total=sum(map(len, batches)), desc=f"generate {tag}", unit="prompt", disable=not progress,
+                   leave=False)
+        for batch in batches:
             t0 = time.perf_counter()
-            outs = self._generate([t for _, t in chunk], params)
+            outs = self._generate([prompts[k] for k in batch], params)
             self.stats.seconds += time.perf_counter() - t0
             records = {}
-            for (k, _), out in zip(chunk, outs):
+            for k, out in zip(batch, outs):
                 self.stats.output_tokens += out.n_output_tokens
-                records[k] = {"tag": tag, "text": out.text, "n_prompt_tokens": out.n_prompt_tokens,
-                              "n_output_tokens": out.n_output_tokens, "finish_reason": out.finish_reason}
+                if k not in found:
+                    records[k] = {"tag": tag, "text": out.text, "n_prompt_tokens": out.n_prompt_tokens,
+                                  "n_output_tokens": out.n_output_tokens, "finish_reason": out.finish_reason}
             if self.cache is not None:
                 self.cache.put_many(self.shard, records)
             found.update(records)
-            bar.update(len(chunk))
+            fresh.update(records)
+            bar.update(len(batch))
             bar.set_postfix(tok_s=f"{self.stats.tokens_per_second:.0f}")
         bar.close()
+        return fresh
 
     @property
     def chunk_size(self) -> int:

@@ -8,7 +8,6 @@ a ChatML template, built in-process in seconds, for tests and smoke runs.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -22,6 +21,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from repro.store import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +116,6 @@ def local_path(name: str) -> str:
 
 # --- fetching and converting -----------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    """An exclusive inter-process lock, so two runs never convert the same model at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -146,7 +135,7 @@ def fetch(name: str, *, quiet: bool = True) -> Path:
     out, done = home / "hf", home / "DONE.json"
     if done.is_file() and out.is_dir():
         return out
-    with _lock(home.parent / f".{name}.lock"):
+    with file_lock(home.parent / f".{name}.lock"):
         if done.is_file() and out.is_dir():       # another process finished while we waited
             return out
         home.mkdir(parents=True, exist_ok=True)
@@ -235,7 +224,7 @@ def build_tiny(folder: Path | None = None) -> Path:
     done = out / "TINY_DONE.json"
     if done.is_file():
         return out
-    with _lock(out.parent / ".tiny.lock"):
+    with file_lock(out.parent / ".tiny.lock"):
         if done.is_file():
             return out
         import torch  # noqa: PLC0415

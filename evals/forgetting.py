@@ -1,0 +1,55 @@
+"""A cheap, low-noise forgetting signal measured right after training (Shenfeld et al. 2025, "RL's Razor": the
+KL between base and tuned model on the task's own prompts predicts forgetting better than anything else measured).
+
+On held-out prompts of the task:
+  kl_base_tuned  = mean over the base model's own response tokens of KL(p_base || p_tuned) at that position,
+                   teacher-forced on the base model's greedy answers (the base distribution's typical sequences);
+  nll_gold_tuned = per-token NLL of the gold responses under the tuned model (nll_gold_base for reference).
+With a LoRA adapter the base model is the same module with the adapter disabled, so nothing is loaded twice.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+from repro.chat import EncodedPair, Message, encode_pair
+
+
+def _logprobs(model, pair: EncodedPair):
+    import torch  # noqa: PLC0415
+
+    ids = torch.tensor([pair.input_ids], device=next(model.parameters()).device)
+    with torch.inference_mode():
+        logits = model(input_ids=ids).logits[0, pair.prompt_len - 1:-1].float()
+    return torch.log_softmax(logits, dim=-1), ids[0, pair.prompt_len:]
+
+
+def forgetting_signal(tuned, tokenizer, prompts: Sequence[list[Message]], base_responses: Sequence[str],
+                      gold_responses: Sequence[str], *, base=None) -> dict:
+    """`tuned` is a PeftModel (base = adapter disabled) or a full model with `base` given separately."""
+    if base is None and not hasattr(tuned, "disable_adapter"):
+        raise ValueError("a fully fine-tuned model needs the base model passed as `base`")
+
+    def base_ctx():
+        return tuned.disable_adapter() if base is None else contextlib.nullcontext()
+
+    base_model = tuned if base is None else base
+    kl_sum = kl_tokens = 0.0
+    nll_t = nll_b = gold_tokens = 0.0
+    for messages, own, gold in zip(prompts, base_responses, gold_responses):
+        pair = encode_pair(tokenizer, messages, own)
+        with base_ctx():
+            lp_base, _ = _logprobs(base_model, pair)
+        lp_tuned, _ = _logprobs(tuned, pair)
+        kl_sum += float((lp_base.exp() * (lp_base - lp_tuned)).sum())
+        kl_tokens += lp_base.shape[0]
+        gpair = encode_pair(tokenizer, messages, gold)
+        lp_t, tgt = _logprobs(tuned, gpair)
+        with base_ctx():
+            lp_b, _ = _logprobs(base_model, gpair)
+        nll_t -= float(lp_t.gather(-1, tgt[:, None]).sum())
+        nll_b -= float(lp_b.gather(-1, tgt[:, None]).sum())
+        gold_tokens += tgt.shape[0]
+    return {"kl_base_tuned_per_token": kl_sum / kl_tokens, "nll_gold_tuned_per_token": nll_t / gold_tokens,
+            "nll_gold_base_per_token": nll_b / gold_tokens, "n_prompts": len(prompts),
+            "n_kl_tokens": int(kl_tokens), "n_gold_tokens": int(gold_tokens)}

@@ -1,0 +1,36 @@
+"""In-domain and cross-task accuracy: a model (base, or base + adapter) answers a task's test prompts through the
+generation interface and the task's judge decides. The cross-task matrix is this, for every task of a preset."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from evals.judges.cached import judge_cached
+from evals.stats import accuracy_summary
+from evals.tasks.base import Task
+from repro.cache import GenerationCache
+from repro.generate import DecodingParams, Generator
+
+
+def predict_tag(task: Task) -> str:
+    """Cache tag of a task's prediction prompt; shared by target building (train split) and evaluation (test)."""
+    return f"{task.name}.predict.{task.template_version}"
+
+
+def evaluate_task(task: Task, examples: Sequence[dict], generator: Generator, params: DecodingParams, *,
+                  cache: GenerationCache | None = None, progress: bool = True, seed: int = 0) -> dict:
+    """Accuracy of `generator` on `examples`, with stderr, a bootstrap CI and per-item verdicts."""
+    t0 = time.perf_counter()
+    outs = generator.generate([task.predict_messages(ex) for ex in examples], params, tag=predict_tag(task),
+                              progress=progress)
+    t1 = time.perf_counter()
+    verdicts = judge_cached(task, examples, [o.text for o in outs], cache, progress=progress)
+    t2 = time.perf_counter()
+    summary = accuracy_summary([v.correct for v in verdicts], seed=seed)
+    items = [{"id": ex["id"], "response": o.text, "correct": v.correct, "reason": v.reason,
+              "finish_reason": o.finish_reason, "n_output_tokens": o.n_output_tokens}
+             for ex, o, v in zip(examples, outs, verdicts)]
+    return {"task": task.describe(), "acc,none": summary["acc"], "acc_stderr,none": summary["acc_stderr"],
+            "ci95": summary["ci95"], "n": summary["n"], "decoding": params.to_dict(),
+            "truncated": sum(o.finish_reason == "length" for o in outs),
+            "seconds": {"generate": round(t1 - t0, 3), "judge": round(t2 - t1, 3)}, "items": items}

@@ -1,0 +1,7 @@
+DESCRIPTION = "SDFT (Yang et al. 2024): paraphrase every gold answer; keep it if judged correct and clean, else gold"
+TRAINS = True
+
+
+def build_targets(ctx):
+    paraphrases = ctx.paraphrases(ctx.examples)
+    return [ctx.target(ex, para if para.accepted else ctx.gold(ex)) for ex, para in zip(ctx.examples, paraphrases)]

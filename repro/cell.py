@@ -1,0 +1,298 @@
+"""One cell of a grid, (preset, task, method, seed): build targets -> train -> evaluate -> write the result.
+
+Each stage leaves an artefact whose presence (with a matching config hash) marks it done, written atomically, so a
+run killed at any moment redoes only unfinished stages; generation and judging inside a stage resume from the cache.
+
+Work folders (not committed):
+  <work>/<preset>/<task>/<method>/targets/       targets.jsonl, candidates.jsonl, targets_summary.json (all seeds)
+  <work>/<preset>/<task>/<method>/seed<k>/       adapter/, train_log.json
+  <work>/cache/generations/, <work>/cache/benchmarks/
+Results (committed): <results>/<preset>/<task>/<method>/seed<k>/result.json + items.jsonl.gz
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evals.tasks import get_task
+from evals.tasks.base import Split, Task
+from repro.cache import GenerationCache
+from repro.generate import DecodingParams, Generator, make_generator
+from repro.recipes import Recipe, config_hash
+from repro.store import atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    preset: str
+    task: str
+    method: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.task}/{self.method}/seed{self.seed}"
+
+
+class CellRunner:
+    """Runs cells of one recipe; keeps the base model loaded between cells (it serves every method's targets)."""
+
+    def __init__(self, recipe: Recipe, *, data_dir: Path | None, work_root: Path, results_root: Path,
+                 progress: bool = True, on_stage: Callable[[Cell, str], None] | None = None) -> None:
+        self.recipe = recipe
+        self.data_dir = data_dir
+        self.work = Path(work_root) / recipe.name
+        self.results = Path(results_root) / recipe.name
+        self.cache = GenerationCache(Path(work_root) / "cache" / "generations")
+        self.bench_cache = Path(work_root) / "cache" / "benchmarks"
+        self.progress = progress
+        self.on_stage = on_stage or (lambda cell, stage: None)
+        self._base: Generator | None = None
+        self._splits: dict[tuple[str, str], Split] = {}
+        self._tasks: dict[str, Task] = {}
+
+    # --- shared pieces ---------------------------------------------------------------------------------------
+    @property
+    def gen_settings(self) -> dict:
+        return {"backend": "auto", "batch_size": 16, **self.recipe.generation}
+
+    def task(self, name: str) -> Task:
+        if name not in self._tasks:
+            settings = self.recipe.tasks[name] or {}
+            options = {"judge": settings["judge"]} if "judge" in settings else {}
+            t = get_task(name, **options)
+            if getattr(t, "judge_kind", None) == "llm":
+                from evals.judges.llm import LLMJudge  # noqa: PLC0415
+
+                t.use_llm_judge(LLMJudge(self.base_generator()))   # the paper's judge is the base model itself
+            self._tasks[name] = t
+        return self._tasks[name]
+
+    def examples(self, name: str, split: str) -> list[dict]:
+        from evals.data import seeded_subset  # noqa: PLC0415
+
+        if (name, split) not in self._splits:
+            self._splits[(name, split)] = self.task(name).load_split(split, self.data_dir)
+        limit = (self.recipe.tasks[name] or {}).get(split)
+        return seeded_subset(self._splits[(name, split)].examples, limit, self.recipe.data_seed)
+
+    def decoding(self, name: str, kind: str) -> DecodingParams:
+        settings, task = self.recipe.tasks[name] or {}, self.task(name)
+        if kind == "paraphrase":
+            return DecodingParams(max_new_tokens=settings.get("paraphrase_max_new_tokens",
+                                                              task.paraphrase_max_new_tokens), stop=task.stop)
+        return DecodingParams(max_new_tokens=settings.get("max_new_tokens", task.max_new_tokens), stop=task.stop)
+
+    def base_generator(self) -> Generator:
+        if self._base is None:
+            g = self.gen_settings
+            self._base = make_generator(self.recipe.model, None, backend=g["backend"], cache=self.cache,
+                                        batch_size=g["batch_size"])
+        return self._base
+
+    def task_settings_hash(self, name: str) -> str:
+        t = self.task(name)
+        return config_hash({"settings": self.recipe.tasks[name], "task": t.describe(), "data_seed":
+                            self.recipe.data_seed})
+
+    def targets_hash(self, cell: Cell) -> str:
+        return config_hash({"model": self.recipe.model, "task": self.task_settings_hash(cell.task),
+                            "method": cell.method, "generation": self.gen_settings})
+
+    def train_config(self, cell: Cell):
+        from methods.train import TrainConfig  # noqa: PLC0415
+
+        return TrainConfig.from_dict({**{k: v for k, v in self.recipe.train.items() if k != "seed"},
+                                      "seed": cell.seed})
+
+    def train_hash(self, cell: Cell) -> str:
+        return config_hash({"targets": self.targets_hash(cell), "train": self.train_config(cell).to_dict()})
+
+    def cell_hash(self, cell: Cell) -> str:
+        from methods.registry import get_method  # noqa: PLC0415
+
+        upstream = self.train_hash(cell) if get_method(cell.method).TRAINS else self.targets_hash(cell)
+        return config_hash({"upstream": upstream, "cell": [cell.task, cell.method, cell.seed],
+                            "tasks": {t: self.task_settings_hash(t) for t in self.recipe.tasks},
+                            "evaluation": self.recipe.evaluation})
+
+    def paths(self, cell: Cell) -> dict[str, Path]:
+        base = self.work / cell.task / cell.method
+        return {"targets": base / "targets", "train": base / f"seed{cell.seed}",
+                "result": self.results / cell.task / cell.method / f"seed{cell.seed}"}
+
+    # --- state ------------------------------------------------------------------------------------------------
+    def state(self, cell: Cell) -> str:
+        """"done" (valid result with this config), else how far the artefacts go: "trained", "targets", "todo"."""
+        from repro.schema import validate_result  # noqa: PLC0415
+
+        p = self.paths(cell)
+        result = p["result"] / "result.json"
+        if result.is_file() and not validate_result(result):
+            if read_json(result)["cell"]["config_hash"] == self.cell_hash(cell):
+                return "done"
+        log_path = p["train"] / "train_log.json"
+        if log_path.is_file() and read_json(log_path).get("config_hash") == self.train_hash(cell):
+            return "trained"
+        summary = p["targets"] / "targets_summary.json"
+        if summary.is_file() and read_json(summary).get("config_hash") == self.targets_hash(cell):
+            return "targets"
+        return "todo"
+
+    # --- stages -----------------------------------------------------------------------------------------------
+    def build_targets(self, cell: Cell) -> tuple[dict, bool]:
+        """The method's targets for this task (shared by all seeds); returns (summary, reused)."""
+        from methods.targets import TargetContext, build  # noqa: PLC0415
+
+        out = self.paths(cell)["targets"]
+        h = self.targets_hash(cell)
+        with file_lock(out.parent / ".targets.lock"):
+            summary_path = out / "targets_summary.json"
+            if summary_path.is_file() and read_json(summary_path).get("config_hash") == h:
+                return read_json(summary_path), True
+            self.on_stage(cell, "targets")
+            ctx = TargetContext(self.task(cell.task), self.examples(cell.task, "train"), self.base_generator,
+                                self.decoding(cell.task, "predict"), self.decoding(cell.task, "paraphrase"),
+                                cache=self.cache, progress=self.progress)
+            return build(cell.method, ctx, out, extra={"config_hash": h}), False
+
+    def train(self, cell: Cell) -> tuple[dict, Path | None]:
+        from methods.train import load_records, train  # noqa: PLC0415
+
+        p = self.paths(cell)
+        h = self.train_hash(cell)
+        log_path = p["train"] / "train_log.json"
+        if log_path.is_file() and read_json(log_path).get("config_hash") == h:
+            train_log = read_json(log_path)
+        else:
+            records = load_records(p["targets"] / "targets.jsonl")
+            if not records:
+                train_log = {"skipped": True, "reason": "the method kept no training targets", "config_hash": h,
+                             "config": self.train_config(cell).to_dict(), "steps": [], "final_loss": None,
+                             "wall_time_s": 0.0, "trained_tokens_per_s": None, "adapter_sha256": None}
+                atomic_write_json(log_path, train_log)
+                return train_log, None
+            self.on_stage(cell, "train")
+            train_log = train(self.recipe.model, records, self.train_config(cell), p["train"],
+                              progress=self.progress, extra={"config_hash": h})
+            train_log["adapter_sha256"] = _adapter_sha(p["train"] / "adapter")
+            atomic_write_json(log_path, train_log)
+        if train_log.get("skipped"):
+            return train_log, None
+        return train_log, p["train"] / "adapter"
+
+    def benchmarks(self, generator: Generator, hf_model: Any) -> dict | None:
+        """Generalization scores through lm-eval, cached per (model, adapter, benchmark settings)."""
+        ev = self.recipe.evaluation
+        if not ev.get("benchmarks"):
+            return None
+        from evals.general import BenchmarkSpec, evaluate_benchmarks  # noqa: PLC0415
+
+        specs = [BenchmarkSpec(name=name, limit=(opts or {}).get("limit"), num_fewshot=(opts or {}).get("num_fewshot"))
+                 for name, opts in ev["benchmarks"].items()]
+        settings = {"specs": [vars(s) for s in specs], "seed": ev.get("benchmark_seed", 1234),
+                    "batch_size": ev.get("benchmark_batch_size", 8), "chat_template": ev.get("chat_template", False)}
+        key = config_hash({"identity": generator.identity, **settings})
+        path = self.bench_cache / f"{key}.json"
+        if path.is_file():
+            return read_json(path)
+        out = evaluate_benchmarks(hf_model, generator.tokenizer, specs, data_dir=self.data_dir,
+                                  seed=settings["seed"], batch_size=settings["batch_size"],
+                                  chat_template=settings["chat_template"])
+        atomic_write_json(path, out)
+        return out
+
+    def evaluate(self, cell: Cell, adapter: Path | None) -> dict:
+        from evals.indomain import evaluate_task  # noqa: PLC0415
+
+        self.on_stage(cell, "evaluate")
+        g = self.gen_settings
+        base = self.base_generator()
+        tuned = base if adapter is None else make_generator(self.recipe.model, adapter, backend=g["backend"],
+                                                            cache=self.cache, batch_size=g["batch_size"])
+        seconds: dict[str, float] = {}
+        names = list(self.recipe.tasks) if self.recipe.evaluation.get("cross_task", True) else [cell.task]
+        t0 = time.perf_counter()
+        scores = {n: evaluate_task(self.task(n), self.examples(n, "test"), tuned, self.decoding(n, "predict"),
+                                   cache=self.cache, progress=self.progress) for n in names}
+        seconds["eval_tasks"] = time.perf_counter() - t0
+
+        hf_tuned = getattr(tuned, "model", None)
+        if hf_tuned is None:                         # vLLM generated; log-likelihood work needs an HF model
+            from repro import models  # noqa: PLC0415
+
+            hf_tuned, _ = models.load(self.recipe.model, adapter=adapter)
+        forgetting = None
+        if adapter is not None:
+            t0 = time.perf_counter()
+            forgetting = self._forgetting(cell, hf_tuned, tuned.tokenizer)
+            seconds["forgetting"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        general = self.benchmarks(tuned, hf_tuned)
+        seconds["eval_general"] = time.perf_counter() - t0
+        base_general = None
+        if general is not None and adapter is not None:
+            t0 = time.perf_counter()
+            base_general = self.benchmarks(base, getattr(base, "model", None) or hf_tuned)
+            seconds["eval_general_base"] = time.perf_counter() - t0
+        return {"scores": scores, "forgetting": forgetting, "general": general, "base_general": base_general,
+                "seconds": seconds, "generator": tuned.describe()}
+
+    def _forgetting(self, cell: Cell, hf_tuned: Any, tokenizer) -> dict:
+        from evals.forgetting import forgetting_signal  # noqa: PLC0415
+
+        n = self.recipe.evaluation.get("forgetting_prompts", 32)
+        task = self.task(cell.task)
+        exs = self.examples(cell.task, "test")[:n]
+        prompts = [task.predict_messages(ex) for ex in exs]
+        # The base model's greedy answers to these prompts were cached by the base cell's evaluation.
+        own = self.base_generator().generate(prompts, self.decoding(cell.task, "predict"),
+                                             tag=f"{task.name}.predict.{task.template_version}",
+                                             progress=self.progress)
+        base_model = None if hasattr(hf_tuned, "disable_adapter") else self.base_generator().model
+        return forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
+                                 [task.gold_response(ex) for ex in exs], base=base_model)
+
+    # --- the whole cell ---------------------------------------------------------------------------------------
+    def run(self, cell: Cell) -> dict:
+        from methods.registry import get_method  # noqa: PLC0415
+
+        if self.state(cell) == "done":
+            return read_json(self.paths(cell)["result"] / "result.json")
+        method = get_method(cell.method)
+        summary, train_log, adapter, targets_reused = None, None, None, False
+        if method.TRAINS:
+            summary, targets_reused = self.build_targets(cell)
+            train_log, adapter = self.train(cell)
+        ev = self.evaluate(cell, adapter)
+        self.on_stage(cell, "write")
+        from repro.results import assemble_result  # noqa: PLC0415
+
+        result, items = assemble_result(self, cell, summary, targets_reused, train_log, ev)
+        out = self.paths(cell)["result"]
+        data = jsonl_bytes(items, compress=True)
+        atomic_write_bytes(out / "items.jsonl.gz", data)
+        result["items"]["sha256"] = hashlib.sha256(data).hexdigest()
+        atomic_write_json(out / "result.json", result)     # last: its presence marks the cell done
+        return result
+
+
+def _adapter_sha(folder: Path) -> str | None:
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def load_candidates(path: Path) -> list[dict]:
+    return read_jsonl(path) if path.is_file() else []

@@ -1,0 +1,112 @@
+"""Presets as recipes: one YAML file per preset in repro/recipes/, every knob commented there.
+
+A recipe is the full specification of a grid. ``load_recipe`` reads a preset name or a YAML path and applies
+``key=value`` overrides with dotted keys (``train.epochs=1``, ``tasks.squad.train=32``), values parsed as YAML.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPE_DIR = Path(__file__).parent / "recipes"
+
+TASK_KEYS = {"train", "test", "max_new_tokens", "paraphrase_max_new_tokens", "judge", "eval_batch_size"}
+EVAL_KEYS = {"cross_task", "forgetting_prompts", "benchmarks", "benchmark_batch_size", "chat_template",
+             "benchmark_seed"}
+
+
+@dataclass
+class Recipe:
+    name: str
+    model: str
+    tasks: dict[str, dict]                       # task -> {train, test, max_new_tokens, ...}
+    methods: list[str]
+    seeds: list[int]
+    train: dict[str, Any]                        # methods.train.TrainConfig fields
+    data_seed: int = 1234
+    generation: dict[str, Any] = field(default_factory=dict)   # backend, batch_size
+    evaluation: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    source: str = ""
+
+    def to_dict(self) -> dict:
+        return {k: copy.deepcopy(getattr(self, k)) for k in
+                ("name", "model", "description", "data_seed", "seeds", "methods", "tasks", "train", "generation",
+                 "evaluation")}
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def _set_dotted(d: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ValueError(f"override {dotted}: {k} is not a mapping")
+    d[keys[-1]] = value
+
+
+def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw)))
+    return out
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    path = Path(name_or_path)
+    if not path.is_file():
+        path = RECIPE_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no preset {name_or_path!r}: not a file, and not one of {available_presets()}")
+    raw = yaml.safe_load(path.read_text())
+    for key, value in parse_overrides(overrides):
+        _set_dotted(raw, key, value)
+    missing = {"name", "model", "tasks", "methods", "seeds", "train"} - set(raw)
+    if missing:
+        raise ValueError(f"{path}: missing keys {sorted(missing)}")
+    unknown = set(raw) - {"name", "model", "tasks", "methods", "seeds", "train", "data_seed", "generation",
+                          "evaluation", "description"}
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+    recipe = Recipe(source=str(path), **{k: raw[k] for k in raw})
+    validate_recipe(recipe)
+    return recipe
+
+
+def validate_recipe(r: Recipe) -> None:
+    from evals.tasks import TASKS  # noqa: PLC0415
+    from methods.registry import method_ids  # noqa: PLC0415
+    from methods.train import TrainConfig  # noqa: PLC0415
+
+    where = f"recipe {r.name} ({r.source})"
+    for task, settings in r.tasks.items():
+        if task not in TASKS:
+            raise ValueError(f"{where}: unknown task {task!r}; known: {sorted(TASKS)}")
+        bad = set(settings or {}) - TASK_KEYS
+        if bad:
+            raise ValueError(f"{where}: tasks.{task} has unknown keys {sorted(bad)}; known: {sorted(TASK_KEYS)}")
+    for m in r.methods:
+        if m not in method_ids():
+            raise ValueError(f"{where}: unknown method {m!r}; known: {method_ids()}")
+    bad = set(r.evaluation) - EVAL_KEYS
+    if bad:
+        raise ValueError(f"{where}: evaluation has unknown keys {sorted(bad)}; known: {sorted(EVAL_KEYS)}")
+    TrainConfig.from_dict({k: v for k, v in r.train.items() if k != "seed"})
+    if not r.seeds or not all(isinstance(s, int) for s in r.seeds):
+        raise ValueError(f"{where}: seeds must be a non-empty list of integers")
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -1,0 +1,134 @@
+"""Assembling one cell's result document (schema: repro/schema/result.schema.json) and its per-item records.
+
+The result holds every number a table needs with its uncertainty and provenance; items.jsonl.gz beside it holds
+what those numbers were computed from (each response with its verdict, each benchmark item's score, each training
+example's candidate log-probabilities), so the regression checks can recompute them.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from repro.schema import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    from repro.cell import Cell, CellRunner
+
+
+def benchmark_items(general: dict, name: str) -> dict[Any, float]:
+    """doc key -> primary-metric score of one benchmark's per-item samples."""
+    metric = general["primary_metric"][name].split(",")[0]
+    out = {}
+    for s in general["samples"][name]:
+        key = s.get("item_key", s.get("doc_id"))
+        out[key] = float(s[metric])
+    return out
+
+
+def compute_drops(base: dict, tuned: dict, *, seed: int = 0) -> dict:
+    """Tuned minus base per benchmark (negative = forgetting) with paired-bootstrap CIs, and the unweighted average
+    over benchmarks (the paper's "average drop", sign flipped: the paper reports base - tuned as a positive drop)."""
+    from evals.stats import average_drop, drop_with_uncertainty  # noqa: PLC0415
+
+    per, paired = {}, {}
+    for name, metric in tuned["primary_metric"].items():
+        if name not in base.get("primary_metric", {}):
+            continue
+        b, t = benchmark_items(base, name), benchmark_items(tuned, name)
+        keys = sorted(set(b) & set(t), key=str)
+        if set(b) != set(t):
+            raise ValueError(f"benchmark {name}: base and tuned were scored on different items")
+        bi, ti = [b[k] for k in keys], [t[k] for k in keys]
+        d = drop_with_uncertainty(bi, ti, seed=seed)
+        per[name] = {"metric": metric, "base": sum(bi) / len(bi), "tuned": sum(ti) / len(ti), **d}
+        paired[name] = (bi, ti)
+    return {"sign": "tuned - base (negative = forgetting)", "per_benchmark": per,
+            "average_drop": average_drop(paired, seed=seed) if paired else None}
+
+
+def _strip(score: dict) -> dict:
+    return {k: v for k, v in score.items() if k != "items"}
+
+
+def assemble_result(runner: "CellRunner", cell: "Cell", summary: dict | None, targets_reused: bool,
+                    train_log: dict | None, ev: dict) -> tuple[dict, list[dict]]:
+    from repro import models, provenance  # noqa: PLC0415
+    from repro.cell import load_candidates  # noqa: PLC0415
+
+    recipe = runner.recipe
+    scores = ev["scores"]
+    general = ev["general"]
+    items: list[dict] = []
+    for name, s in scores.items():
+        items += [{"kind": "task", "task": name, **it} for it in s["items"]]
+    if general is not None:
+        for name, samples in general["samples"].items():
+            items += [{"kind": "benchmark", "benchmark": name, **smp} for smp in samples]
+    if summary is not None:
+        for c in load_candidates(runner.paths(cell)["targets"] / "candidates.jsonl"):
+            items.append({"kind": "candidates", "id": c["id"],
+                          "logp": {s: v["logp"] for s, v in c["candidates"].items() if "logp" in v},
+                          "accepted": {s: v["accepted"] for s, v in c["candidates"].items()}})
+
+    drops = None
+    if general is not None and ev["base_general"] is not None:
+        drops = compute_drops(ev["base_general"], general, seed=cell.seed)
+
+    wall: dict[str, float] = {}
+    if summary is not None:
+        for k, v in summary.get("seconds", {}).items():
+            if k != "total":
+                wall[f"targets_{k}"] = v
+        wall["targets"] = summary.get("seconds", {}).get("total", 0.0)
+    if train_log is not None:
+        wall["train"] = train_log.get("wall_time_s", 0.0)
+    wall.update({k: round(v, 3) for k, v in ev["seconds"].items()})
+    for name, s in scores.items():
+        wall[f"eval_{name}"] = round(sum(s["seconds"].values()), 3)
+    wall["total"] = round(sum(v for k, v in wall.items() if k in ("targets", "train") or k in ev["seconds"]), 3)
+
+    task_prov = {}
+    for name in scores:
+        task_prov[name] = {"test": runner._splits[(name, "test")].provenance(),
+                           "test_n": scores[name]["n"], **runner.task(name).describe()}
+    if summary is not None:
+        task_prov[cell.task]["train"] = runner._splits[(cell.task, "train")].provenance()
+        task_prov[cell.task]["train_n"] = summary["n_examples"]
+    generator = ev["generator"]
+    training = None
+    if train_log is not None:
+        training = {k: v for k, v in train_log.items() if k != "model"}
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "cell": {"preset": cell.preset, "task": cell.task, "method": cell.method, "seed": cell.seed,
+                 "config_hash": runner.cell_hash(cell)},
+        "in_domain": _strip(scores[cell.task]),
+        "cross_task": {n: _strip(s) for n, s in scores.items()},
+        "generalization": ({k: v for k, v in general.items() if k != "samples"} if general is not None else None),
+        "drops": drops,
+        "forgetting_signal": ev["forgetting"],
+        "targets": ({**summary, "reused_from_earlier_seed": targets_reused} if summary is not None else None),
+        "training": training,
+        "items": {"path": "items.jsonl.gz", "sha256": "", "counts": _counts(items)},
+        "provenance": {
+            **provenance.provenance(),
+            "model": models.describe(recipe.model),
+            "adapter_fingerprint": generator.get("adapter"),
+            "data": task_prov,
+            "chat_template_sha": generator.get("chat_template_sha"),
+            "generation_backend": generator.get("backend"),
+            "prompt_templates": {n: runner.task(n).template_version for n in scores},
+            "judges": {n: runner.task(n).judge_version for n in scores},
+            "decoding": {n: runner.decoding(n, "predict").to_dict() for n in scores},
+            "hyperparameters": runner.train_config(cell).to_dict() if training is not None else None,
+            "recipe": recipe.to_dict(),
+            "wall_time_s": wall,
+        },
+    }
+    return result, items
+
+
+def _counts(items: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for it in items:
+        out[it["kind"]] = out.get(it["kind"], 0) + 1
+    return out

@@ -1,0 +1,313 @@
+"""MBPP judge: code extraction, verdicts on real MBPP rows, and adversarial programs."""
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from evals.judges import Verdict
+from evals.judges.code import JUDGE_VERSION, extract_code, judge_code, judge_code_many
+from evals.judges.sandbox import isolation_mode
+
+# MBPP task 2, verbatim (including the dataset's \r\n line endings)
+SIMILAR_CODE = ("def similar_elements(test_tup1, test_tup2):\r\n  res = tuple(set(test_tup1) & set(test_tup2))\r\n"
+                "  return (res) ")
+SIMILAR_TESTS = [
+    "assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)",
+    "assert similar_elements((1, 2, 3, 4),(5, 4, 3, 7)) == (3, 4)",
+    "assert similar_elements((11, 12, 14, 13),(17, 15, 14, 13)) == (13, 14)",
+]
+# MBPP task 3
+PRIME_CODE = ("import math\r\ndef is_not_prime(n):\r\n    result = False\r\n"
+              "    for i in range(2,int(math.sqrt(n)) + 1):\r\n        if n % i == 0:\r\n            result = True\r\n"
+              "    return result")
+PRIME_TESTS = ["assert is_not_prime(2) == False", "assert is_not_prime(10) == True", "assert is_not_prime(35) == True"]
+# MBPP task 4
+HEAP_CODE = ("import heapq as hq\r\ndef heap_queue_largest(nums,n):\r\n  largest_nums = hq.nlargest(n, nums)\r\n"
+             "  return largest_nums")
+HEAP_TESTS = [
+    "assert heap_queue_largest( [25, 35, 22, 85, 14, 65, 75, 22, 58],3)==[85, 75, 65] ",
+    "assert heap_queue_largest( [25, 35, 22, 85, 14, 65, 75, 22, 58],2)==[85, 75] ",
+    "assert heap_queue_largest( [25, 35, 22, 85, 14, 65, 75, 22, 58],5)==[85, 75, 65, 58, 35]",
+]
+WRONG_SIMILAR = "def similar_elements(a, b):\n    return (4, 5)\n"
+
+MODE = isolation_mode()
+needs_namespaces = pytest.mark.skipif(MODE == "rlimits", reason="no namespaces on this machine (rlimits fallback)")
+needs_fs_isolation = pytest.mark.skipif(MODE != "bwrap", reason="only bwrap isolates the filesystem")
+
+
+def procs_with(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state != b"Z":
+            found.append(int(pid))
+    return found
+
+
+def fenced(code: str, lang: str = "python") -> str:
+    return f"Here is my solution:\n```{lang}\n{code}\n```\nIt uses sets."
+
+
+def judge_similar(code: str, timeout: float = 3.0) -> Verdict:
+    return judge_code(fenced(code), SIMILAR_TESTS, timeout=timeout)
+
+
+def assert_judge_still_works() -> None:
+    verdict = judge_code(fenced(SIMILAR_CODE), SIMILAR_TESTS)
+    assert verdict.correct, verdict
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def test_version():
+    assert JUDGE_VERSION == "mbpp-exec-v1"
+
+
+def test_extract_python_fence():
+    assert extract_code(fenced("def f():\n    return 1")) == "def f():\n    return 1"
+
+
+def test_extract_plain_fence():
+    assert extract_code("Sure.\n```\nx = 1\n```\n") == "x = 1"
+
+
+def test_extract_prefers_block_that_defines_something():
+    response = ("Call it like this:\n```python\nprint(f(2))\n```\n"
+                "Definition:\n```python\ndef f(x):\n    return x\n```\n"
+                "Another:\n```python\ndef g():\n    pass\n```")
+    assert extract_code(response) == "def f(x):\n    return x"
+
+
+def test_extract_first_block_when_none_defines():
+    assert extract_code("```python\nprint(1)\n```\n```python\nprint(2)\n```") == "print(1)"
+
+
+def test_extract_prefers_python_over_other_languages():
+    assert extract_code("```bash\npip install x\n```\n```py\nimport x\n```") == "import x"
+
+
+def test_extract_unterminated_fence():
+    assert extract_code("Solution:\n```python\ndef f(x):\n    return x +") == "def f(x):\n    return x +"
+
+
+def test_extract_begin_done():
+    response = "[BEGIN]\ndef f(x):\n    return x\n[DONE]\nTask 2: write another function"
+    assert extract_code(response) == "def f(x):\n    return x"
+
+
+def test_extract_double_brackets_and_quotes():
+    response = "[[BEGIN]]\n 'def f(x):\n    return x' \n[[DONE]]"
+    assert extract_code(response) == "def f(x):\n    return x"
+
+
+def test_extract_keeps_code_that_starts_and_ends_with_a_string():
+    assert extract_code("[BEGIN]\n\"a\" if True else \"b\"\n[DONE]") == "\"a\" if True else \"b\""
+
+
+def test_extract_indented_fence():
+    assert extract_code("1. Define it:\n   ```python\n   def f():\n       return 1\n   ```") == "def f():\n    return 1"
+
+
+def test_extract_done_without_begin():
+    # few-shot completion: the prompt ended with [BEGIN]
+    assert extract_code("def f(x):\n    return x\n[DONE]\n\nYou are an expert") == "def f(x):\n    return x"
+
+
+def test_extract_fence_inside_markers():
+    assert extract_code("[BEGIN]\n```python\nx = 1\n```\n[DONE]") == "x = 1"
+
+
+def test_extract_bare_code():
+    assert extract_code("def f(x):\n    return x\n") == "def f(x):\n    return x"
+
+
+def test_extract_crlf():
+    assert extract_code("```python\r\ndef f():\r\n    return 1\r\n```\r\n") == "def f():\n    return 1"
+    assert extract_code(SIMILAR_CODE) == SIMILAR_CODE.replace("\r\n", "\n")
+
+
+def test_extract_prose_only():
+    assert extract_code("I am sorry, I cannot solve this problem. The answer depends on the input.") is None
+    assert extract_code("") is None
+    assert extract_code("```python\n\n```") is None
+
+
+# ---------------------------------------------------------------- verdicts
+
+
+def test_prose_only_is_incorrect():
+    verdict = judge_code("I don't know how to do that.", SIMILAR_TESTS)
+    assert verdict == Verdict(False, "no code found", None)
+
+
+@pytest.mark.parametrize(("code", "tests"), [(SIMILAR_CODE, SIMILAR_TESTS), (PRIME_CODE, PRIME_TESTS),
+                                             (HEAP_CODE, HEAP_TESTS)], ids=["task2", "task3", "task4"])
+def test_reference_solutions_pass(code, tests):
+    verdict = judge_code(fenced(code), tests)
+    assert verdict.correct, verdict
+    assert verdict.reason == "passed 3/3 asserts"
+    assert verdict.extracted == code.replace("\r\n", "\n")
+
+
+def test_reference_solution_in_begin_done_passes():
+    verdict = judge_code(f"[BEGIN]\n '{SIMILAR_CODE}' \n[DONE]", SIMILAR_TESTS)
+    assert verdict.correct, verdict
+
+
+def test_setup_code_runs_first():
+    setup = "OFFSET = 10\r\n"
+    code = "def shift(x):\n    return x + OFFSET"
+    assert judge_code(fenced(code), ["assert shift(1) == 11"], setup).correct
+    assert not judge_code(fenced(code), ["assert shift(1) == 11"]).correct
+
+
+def test_wrong_answer_names_the_assert():
+    verdict = judge_similar(WRONG_SIMILAR)
+    assert not verdict.correct
+    assert verdict.reason.startswith("AssertionError: assert similar_elements((1, 2, 3, 4),(5, 4, 3, 7)) == (3, 4)")
+    assert "passed 1/3" in verdict.reason
+
+
+def test_exception_inside_an_assert():
+    verdict = judge_similar("def similar_elements(a, b):\n    return a + None")
+    assert not verdict.correct and verdict.reason.startswith("TypeError")
+    assert "passed 0/3" in verdict.reason
+
+
+def test_syntax_error():
+    verdict = judge_similar("def similar_elements(a, b)\n    return a")
+    assert not verdict.correct and "SyntaxError" in verdict.reason
+
+
+def test_name_error_at_top_level():
+    verdict = judge_similar("x = undefined_name")
+    assert not verdict.correct and verdict.reason.startswith("exit code 1: NameError")
+
+
+def test_reason_is_short():
+    verdict = judge_similar(f"raise ValueError({'x' * 5000!r})")
+    assert not verdict.correct and len(verdict.reason) <= 200
+
+
+# ---------------------------------------------------------------- adversarial
+
+
+def test_infinite_loop():
+    verdict = judge_similar("def similar_elements(a, b):\n    while True:\n        pass", timeout=2)
+    assert verdict == Verdict(False, "timeout after 2.0s", "def similar_elements(a, b):\n    while True:\n        pass")
+    assert_judge_still_works()
+
+
+def test_memory_bomb():
+    verdict = judge_similar("blob = bytearray(8 * 1024**3)\n" + SIMILAR_CODE)
+    assert not verdict.correct and "memory" in verdict.reason
+    assert_judge_still_works()
+
+
+@pytest.mark.parametrize("exit_call", ["import sys; sys.exit(0)", "import os; os._exit(0)", "raise SystemExit",
+                                       "quit()"])
+def test_early_exit_before_asserts(exit_call):
+    verdict = judge_similar(WRONG_SIMILAR + exit_call)
+    assert not verdict.correct
+    assert verdict.reason == "exited with code 0 before the asserts finished"
+
+
+def test_fork_bomb():
+    marker = f"s3ft-forkbomb-{uuid.uuid4().hex}"
+    code = (f"import os\nfor _ in range(300):\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
+            f"    if pid == 0:\n        os.execv('/bin/sleep', [{marker!r}, '30'])\n")
+    verdict = judge_similar(code)
+    assert not verdict.correct
+    assert procs_with(marker) == []
+    assert_judge_still_works()
+
+
+def test_daemonised_child():
+    marker = f"s3ft-daemon-{uuid.uuid4().hex}"
+    target = f"/tmp/{marker}"
+    code = (f"import os, sys\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+            f"        os.execv(sys.executable, [sys.executable, '-c', "
+            f"\"import time; time.sleep(60); open({target!r}, 'w').write('x')\", {marker!r}])\n"
+            f"    os._exit(0)\nos.wait()\n" + WRONG_SIMILAR)
+    verdict = judge_similar(code)
+    assert not verdict.correct and verdict.reason.startswith("AssertionError")
+    assert procs_with(marker) == []
+    assert not os.path.exists(target)
+    assert_judge_still_works()
+
+
+def test_kill_parent():
+    kill = "import os\ntry:\n    os.kill(os.getppid(), 9)\nexcept OSError:\n    pass\n"
+    verdict = judge_similar(kill + WRONG_SIMILAR)
+    assert not verdict.correct
+    assert_judge_still_works()
+
+
+def test_huge_stdout():
+    verdict = judge_similar("import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 1_000_000)\n" + SIMILAR_CODE)
+    assert verdict.correct is False and verdict.reason == "output limit exceeded"
+    assert_judge_still_works()
+
+
+@needs_fs_isolation
+def test_writes_to_home_and_tmp():
+    tag = uuid.uuid4().hex
+    host_home = os.path.expanduser("~")  # the host's real home, computed here and embedded in the program
+    paths = [f"/tmp/s3ft-{tag}", os.path.join(host_home, f"s3ft-{tag}")]
+    code = (f"import os\nfor p in {paths!r} + [os.path.join(os.environ['HOME'], 's3ft-{tag}')]:\n"
+            f"    try:\n        open(p, 'w').write('x')\n    except OSError:\n        pass\n" + WRONG_SIMILAR)
+    verdict = judge_similar(code)
+    assert not verdict.correct
+    for p in paths:
+        assert not os.path.exists(p), p
+    assert_judge_still_works()
+
+
+@needs_namespaces
+def test_socket_to_local_listener():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n"
+                f"except OSError:\n    pass\n" + WRONG_SIMILAR)
+        verdict = judge_similar(code)
+        assert not verdict.correct
+        time.sleep(0.1)
+        with pytest.raises(BlockingIOError):
+            server.accept()
+    assert_judge_still_works()
+
+
+# ---------------------------------------------------------------- parallel
+
+
+def test_judge_code_many_keeps_order():
+    items = [
+        (fenced(SIMILAR_CODE), SIMILAR_TESTS, ""),
+        (fenced(WRONG_SIMILAR), SIMILAR_TESTS, ""),
+        (f"[BEGIN]\n{PRIME_CODE}\n[DONE]", PRIME_TESTS, ""),
+        ("no code here, sorry.", PRIME_TESTS, ""),
+        (fenced(HEAP_CODE), HEAP_TESTS, ""),
+        (fenced("def heap_queue_largest(nums, n):\n    while True:\n        pass"), HEAP_TESTS, ""),
+        (fenced("def shift(x):\n    return x + OFFSET"), ["assert shift(1) == 11"], "OFFSET = 10"),
+        (fenced("import sys\nsys.exit(0)"), PRIME_TESTS, ""),
+    ]
+    verdicts = judge_code_many(items, workers=4, timeout=2, progress=True)
+    assert [v.correct for v in verdicts] == [True, False, True, False, True, False, True, False]
+    assert verdicts[3].reason == "no code found"
+    assert verdicts[5].reason == "timeout after 2.0s"
+    assert verdicts[1].reason.startswith("AssertionError")
+    assert judge_code_many([]) == []

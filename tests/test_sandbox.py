@@ -1,0 +1,255 @@
+"""The sandbox contains what it runs: time, memory, processes, output, files, network, escaped daemons."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from evals.judges import sandbox
+from evals.judges.sandbox import SandboxResult, isolation_mode, run_python
+
+MODE = isolation_mode()
+needs_namespaces = pytest.mark.skipif(MODE == "rlimits", reason="no namespaces on this machine (rlimits fallback)")
+needs_fs_isolation = pytest.mark.skipif(MODE != "bwrap", reason="only bwrap isolates the filesystem")
+
+
+def procs_with(marker: str) -> list[int]:
+    """Live processes whose command line contains `marker`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state != b"Z":
+            found.append(int(pid))
+    return found
+
+
+def daemon_program(marker: str, path: str, delay: float) -> str:
+    """Double fork + setsid: the grandchild sleeps, then writes `path`; the program itself exits at once."""
+    return f"""
+import os, sys
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        code = "import time; time.sleep({delay}); open({path!r}, 'w').write('escaped')"
+        os.execv(sys.executable, [sys.executable, "-c", code, {marker!r}])
+    os._exit(0)
+os.wait()
+print("parent done")
+"""
+
+
+def fork_bomb(marker: str, n: int = 300) -> str:
+    """Bounded so that a failed containment cannot take the machine down: n children that sleep 30 s."""
+    return f"""
+import os
+forked = 0
+for _ in range({n}):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        try:
+            os.execv("/bin/sleep", [{marker!r}, "30"])
+        finally:
+            os._exit(0)
+    forked += 1
+print("forked", forked, flush=True)
+"""
+
+
+def assert_works_after() -> None:
+    res = run_python("print(sum(range(10)))", timeout=5)
+    assert res.returncode == 0 and res.stdout == "45\n", res
+
+
+def test_detection_is_cached_and_reported():
+    assert MODE in {"bwrap", "unshare", "rlimits"}
+    assert isolation_mode() == MODE
+    res = run_python("print('hi')")
+    assert isinstance(res, SandboxResult)
+    assert (res.returncode, res.stdout, res.timed_out, res.output_truncated) == (0, "hi\n", False, False)
+    assert res.isolation == MODE and res.wall_time > 0
+
+
+def test_clean_environment_and_fresh_workdir(monkeypatch):
+    monkeypatch.setenv("S3FT_TEST_SECRET", "hunter2")
+    res = run_python("import os, json; print(json.dumps([dict(os.environ), os.getcwd(), os.listdir('.')]))")
+    env, cwd, listing = json.loads(res.stdout)
+    assert "S3FT_TEST_SECRET" not in env and "hunter2" not in res.stdout
+    assert env["HOME"] == cwd and set(env) <= {"PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PWD",
+                                               "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING",
+                                               "S3FT_SANDBOX_RUN"}
+    assert listing == ["prog.py"]
+    assert not os.path.exists(cwd), "working directory must be deleted afterwards"
+
+
+def test_exit_status_and_stderr():
+    res = run_python("import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)")
+    assert (res.returncode, res.stdout, res.stderr) == (3, "out\n", "err\n")
+
+
+def test_infinite_loop_times_out():
+    res = run_python("while True: pass", timeout=2)
+    assert res.timed_out and res.returncode != 0
+    assert res.wall_time < 6
+    assert_works_after()
+
+
+def test_cpu_rlimit_applies():
+    res = run_python("while True: pass", timeout=5, cpu_seconds=1)
+    assert not res.timed_out and res.returncode in (128 + 24, 128 + 9), res  # SIGXCPU, then SIGKILL
+
+
+def test_memory_bomb():
+    res = run_python("x = bytearray(8 * 1024**3)\nprint('allocated')", timeout=5, memory_mb=512)
+    assert res.returncode != 0 and "allocated" not in res.stdout
+    assert "MemoryError" in res.stderr
+    assert_works_after()
+
+
+def test_huge_output_is_capped():
+    res = run_python("import sys\nfor _ in range(100): sys.stdout.write('x' * 1_000_000)", timeout=10,
+                     max_output_bytes=1_000_000)
+    assert res.output_truncated
+    assert len(res.stdout) + len(res.stderr) <= 1_000_000
+    assert_works_after()
+
+
+def test_file_size_limit():
+    res = run_python("open('big', 'wb').write(b'x' * 5_000_000)", max_file_bytes=1_000_000)
+    assert res.returncode != 0 and "File too large" in res.stderr
+
+
+def test_fork_bomb_is_capped_and_killed():
+    if os.geteuid() == 0 and not sandbox._mode().drop_uid:
+        pytest.skip("running as root without a throwaway uid: RLIMIT_NPROC cannot apply")
+    marker = f"s3ft-forkbomb-{uuid.uuid4().hex}"
+    res = run_python(fork_bomb(marker), timeout=5, max_processes=32)
+    forked = int(res.stdout.split()[-1])
+    assert forked < 32, res
+    assert procs_with(marker) == []
+    assert_works_after()
+
+
+def test_daemonised_grandchild_is_killed():
+    marker = f"s3ft-daemon-{uuid.uuid4().hex}"
+    target = f"/tmp/{marker}"
+    res = run_python(daemon_program(marker, target, delay=1.0), timeout=5)
+    assert "parent done" in res.stdout
+    assert procs_with(marker) == []
+    time.sleep(1.5)
+    assert not os.path.exists(target)
+
+
+def test_killing_the_parent_is_contained():
+    res = run_python("import os, time\ntry:\n    os.kill(os.getppid(), 9)\nexcept OSError:\n    pass\n"
+                     "time.sleep(0.2)\nprint('survived')", timeout=5)
+    assert res.returncode is not None
+    assert_works_after()
+
+
+@needs_fs_isolation
+def test_writes_do_not_reach_the_host():
+    tag = uuid.uuid4().hex
+    host_home = os.path.expanduser("~")
+    targets = [f"/tmp/s3ft-{tag}", os.path.join(host_home, f"s3ft-{tag}"), f"/var/tmp/s3ft-{tag}",
+               str(Path(__file__).resolve().parent / f"s3ft-{tag}")]
+    prog = f"""
+import os
+written = []
+for p in {targets!r} + [os.path.expanduser('~/s3ft-{tag}')]:
+    try:
+        open(p, 'w').write('x')
+        written.append(p)
+    except OSError:
+        pass
+print(os.getcwd())
+"""
+    res = run_python(prog)
+    assert res.returncode == 0, res
+    for p in targets + [os.path.join(res.stdout.strip(), f"s3ft-{tag}")]:
+        assert not os.path.exists(p), p
+
+
+@needs_namespaces
+def test_no_network():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.setblocking(False)
+        port = server.getsockname()[1]
+        res = run_python(f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+                         f"    print('connected')\nexcept OSError as e:\n    print('refused', e)", timeout=5)
+        assert "connected" not in res.stdout and "refused" in res.stdout
+        with pytest.raises(BlockingIOError):
+            server.accept()
+
+
+# ---------------------------------------------------------------- forced fallback
+
+
+@pytest.fixture(scope="module")
+def rlimits_mode():
+    mode = sandbox._best("rlimits")
+    assert mode is not None and mode.name == "rlimits"
+    return mode
+
+
+@pytest.fixture
+def forced_rlimits(monkeypatch, rlimits_mode):
+    monkeypatch.setattr(sandbox, "_mode", lambda: rlimits_mode)
+    monkeypatch.setattr(sandbox, "_warned", set())
+
+
+def test_fallback_warns_loudly(forced_rlimits, caplog):
+    with caplog.at_level(logging.WARNING, logger="evals.judges.sandbox"):
+        res = run_python("print('ok')")
+        run_python("print('ok')")
+    assert res.isolation == "rlimits" and res.stdout == "ok\n"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, "warn once per process"
+    assert "WEAK SANDBOX" in warnings[0].getMessage() and "rlimits" in warnings[0].getMessage()
+
+
+def test_fallback_kills_infinite_loop(forced_rlimits):
+    res = run_python("while True: pass", timeout=2)
+    assert res.timed_out and res.isolation == "rlimits" and res.wall_time < 7
+
+
+def test_fallback_kills_daemonised_grandchild(forced_rlimits):
+    marker = f"s3ft-daemon-{uuid.uuid4().hex}"
+    target = f"/tmp/{marker}"
+    res = run_python(daemon_program(marker, target, delay=1.0), timeout=5)
+    assert "parent done" in res.stdout and res.isolation == "rlimits"
+    assert procs_with(marker) == []
+    time.sleep(1.5)
+    assert not os.path.exists(target)
+
+
+def test_fallback_kills_daemon_on_timeout(forced_rlimits):
+    marker = f"s3ft-daemon-{uuid.uuid4().hex}"
+    res = run_python(daemon_program(marker, f"/tmp/{marker}", delay=60) + "\nwhile True: pass\n", timeout=2)
+    assert res.timed_out
+    assert procs_with(marker) == []
+
+
+def test_unshare_mode_when_available(monkeypatch):
+    mode = sandbox._best("unshare")
+    if mode is None:
+        pytest.skip("unshare namespaces unavailable here")
+    monkeypatch.setattr(sandbox, "_mode", lambda: mode)
+    marker = f"s3ft-daemon-{uuid.uuid4().hex}"
+    res = run_python(daemon_program(marker, f"/tmp/{marker}", delay=60) + "\nwhile True: pass\n", timeout=2)
+    assert res.timed_out and res.isolation == "unshare"
+    assert procs_with(marker) == []
