@@ -64,6 +64,7 @@ class TargetContext:
     seen: dict[str, dict[str, Candidate]] = field(default_factory=lambda: defaultdict(dict))
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     _generator: Generator | None = None
+    _stats_at_start: dict | None = None
 
     @property
     def generator(self) -> Generator:
@@ -71,7 +72,15 @@ class TargetContext:
             t0 = time.perf_counter()
             self._generator = self.generator_factory()
             self.seconds["load_model"] += time.perf_counter() - t0
+            # The generator may be shared across builds; count only this build's work.
+            self._stats_at_start = asdict(self._generator.stats)
         return self._generator
+
+    def generation_stats(self) -> dict | None:
+        if self._generator is None:
+            return None
+        now = asdict(self._generator.stats)
+        return {k: now[k] - (self._stats_at_start or {}).get(k, 0) for k in now}
 
     def _judged(self, source: str, examples: Sequence[dict], messages: list, params: DecodingParams,
                 tag: str) -> list[Candidate]:
@@ -158,7 +167,7 @@ def summarize(method_id: str, ctx: TargetContext, records: list[TargetRecord], c
         "sources": sources, "acceptance": acceptance, "logp": logp,
         "decoding": {"predict": ctx.predict_params.to_dict(), "paraphrase": ctx.paraphrase_params.to_dict()},
         "generator": ctx._generator.describe() if ctx._generator else None,
-        "generation_stats": asdict(ctx._generator.stats) if ctx._generator else None,
+        "generation_stats": ctx.generation_stats(),
         "seconds": {k: round(v, 3) for k, v in ctx.seconds.items()},
     }
 

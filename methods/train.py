@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,36 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
+        types = {f.name: f.type for f in fields(cls)}
+        unknown = set(d) - set(types)
         if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
+            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(types)}")
+        return cls(**{k: _coerce(k, v, types[k]) for k, v in d.items()})
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _coerce(name: str, value: Any, type_name: str) -> Any:
+    """YAML reads 1e-4 as a string and users write "true"; accept those, reject anything else by name."""
+    try:
+        if type_name == "float":
+            return float(value)
+        if type_name == "int":
+            if isinstance(value, bool) or float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if type_name == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, bool):
+                raise ValueError
+            return value
+        if type_name.startswith("list"):
+            return [value] if isinstance(value, str) else list(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"training option {name}={value!r} is not a valid {type_name}") from None
 
 
 def encode_records(tokenizer, records: list[dict], max_length: int) -> tuple[list[EncodedPair], dict]:
@@ -176,7 +199,7 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
     if not records:
         raise ValueError("no training records")
     use_cuda = torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if use_cuda else "no")
+    accelerator = Accelerator(mixed_precision="bf16" if use_cuda else "no", cpu=not use_cuda)
     world, rank = accelerator.num_processes, accelerator.process_index
     set_seed(cfg.seed)
 
@@ -194,7 +217,9 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
         torch.manual_seed(cfg.seed)         # LoRA's A matrices are random: same seed, same start, every method
-        model = get_peft_model(model, lora)
+        with warnings.catch_warnings():     # peft 0.21 reads a property transformers 5 deprecates; harmless
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = get_peft_model(model, lora)
     elif cfg.finetune != "full":
         raise ValueError(f"finetune must be 'lora' or 'full', not {cfg.finetune!r}")
     trainable = [p for p in model.parameters() if p.requires_grad]

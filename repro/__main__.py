@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import logging
 import os
@@ -265,12 +266,21 @@ def cmd_run(args) -> int:
         print(f"preset {recipe.name} ({recipe.source}): model {recipe.model}")
         dry_run(runner, cells)
         return 0
-    progress = Progress(cells, status_path=runner.work / "progress.json")
-    progress.update()
-    if args.executor == "ray":
-        run_ray(runner, cells, progress, address=args.ray_address, num_cpus=args.ray_num_cpus)
-    else:
-        run_local(runner, cells, progress)
+    lock = runner.work / ".driver.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"error: another `repro run` of preset {recipe.name} is using {runner.work}", file=sys.stderr)
+            return 2
+        runner.clean_interrupted_writes()
+        progress = Progress(cells, status_path=runner.work / "progress.json")
+        progress.update()
+        if args.executor == "ray":
+            run_ray(runner, cells, progress, address=args.ray_address, num_cpus=args.ray_num_cpus)
+        else:
+            run_local(runner, cells, progress)
     print(f"done: {len(progress.done)}/{len(cells)} cells; results in {runner.results}", file=sys.stderr)
     for cell, err in progress.failed.items():
         print(f"FAILED {cell.label}: {err}", file=sys.stderr)

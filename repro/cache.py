@@ -40,16 +40,31 @@ class GenerationCache:
         records: dict[str, dict] = {}
         path = self._path(shard)
         if path.is_file():
+            self._repair(path)
             with open(path, encoding="utf-8") as f:
                 for lineno, line in enumerate(f, 1):
                     try:
                         rec = json.loads(line)
                         records[rec["key"]] = rec
                     except (json.JSONDecodeError, KeyError):
-                        # A line torn by a kill mid-write: that generation is simply redone.
-                        log.warning("%s:%d: skipping an incomplete cache line", path, lineno)
+                        log.warning("%s:%d: skipping an unreadable cache line", path, lineno)
         self._shards[shard] = records
         return records
+
+    @staticmethod
+    def _repair(path: Path) -> None:
+        """Cut a line torn by a kill mid-append, so the file is whole again (that generation is simply redone)."""
+        with open(path, "rb+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                data = f.read()
+                if data and not data.endswith(b"\n"):
+                    keep = data.rfind(b"\n") + 1
+                    log.warning("%s: cutting a torn last line (%d bytes) left by an interrupted run", path,
+                                len(data) - keep)
+                    f.truncate(keep)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def get_many(self, shard: str, keys: Iterable[str]) -> dict[str, dict]:
         records = self._load(shard)

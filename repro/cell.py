@@ -24,7 +24,8 @@ from evals.tasks.base import Split, Task
 from repro.cache import GenerationCache
 from repro.generate import DecodingParams, Generator, make_generator
 from repro.recipes import Recipe, config_hash
-from repro.store import atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl
+from repro.store import (atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl,
+                         remove_stale_temporaries)
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,11 @@ class CellRunner:
         self._splits: dict[tuple[str, str], Split] = {}
         self._tasks: dict[str, Task] = {}
 
+    def clean_interrupted_writes(self) -> int:
+        """Remove temporaries of atomic writes a killed run left. Only the driver calls this, holding the preset's
+        driver lock: a worker doing it could delete a temporary another process is about to rename."""
+        return sum(remove_stale_temporaries(f) for f in (self.work, self.results, self.bench_cache))
+
     # --- shared pieces ---------------------------------------------------------------------------------------
     @property
     def gen_settings(self) -> dict:
@@ -75,13 +81,17 @@ class CellRunner:
             self._tasks[name] = t
         return self._tasks[name]
 
+    def split(self, name: str, split: str) -> Split:
+        """A whole split of a task, loaded once per runner (its provenance goes into every result)."""
+        if (name, split) not in self._splits:
+            self._splits[(name, split)] = self.task(name).load_split(split, self.data_dir)
+        return self._splits[(name, split)]
+
     def examples(self, name: str, split: str) -> list[dict]:
         from evals.data import seeded_subset  # noqa: PLC0415
 
-        if (name, split) not in self._splits:
-            self._splits[(name, split)] = self.task(name).load_split(split, self.data_dir)
         limit = (self.recipe.tasks[name] or {}).get(split)
-        return seeded_subset(self._splits[(name, split)].examples, limit, self.recipe.data_seed)
+        return seeded_subset(self.split(name, split).examples, limit, self.recipe.data_seed)
 
     def decoding(self, name: str, kind: str) -> DecodingParams:
         settings, task = self.recipe.tasks[name] or {}, self.task(name)

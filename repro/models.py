@@ -323,9 +323,13 @@ def load(name: str, *, adapter: str | Path | None = None, device: str | None = N
     tok = load_tokenizer(name)
     model = AutoModelForCausalLM.from_pretrained(local_path(name), dtype=dtype).to(device)
     if adapter is not None:
+        import warnings  # noqa: PLC0415
+
         from peft import PeftModel  # noqa: PLC0415
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        with warnings.catch_warnings():     # peft 0.21 reads a property transformers 5 deprecates; harmless
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return model, tok
 

@@ -19,7 +19,7 @@ def benchmark_items(general: dict, name: str) -> dict[Any, float]:
     metric = general["primary_metric"][name].split(",")[0]
     out = {}
     for s in general["samples"][name]:
-        key = s.get("item_key", s.get("doc_id"))
+        key = s["key"]              # "<subject>/<doc_id>" for MMLU, whose doc ids repeat across subjects
         out[key] = float(s[metric])
     return out
 
@@ -88,10 +88,10 @@ def assemble_result(runner: "CellRunner", cell: "Cell", summary: dict | None, ta
 
     task_prov = {}
     for name in scores:
-        task_prov[name] = {"test": runner._splits[(name, "test")].provenance(),
+        task_prov[name] = {"test": runner.split(name, "test").provenance(),
                            "test_n": scores[name]["n"], **runner.task(name).describe()}
     if summary is not None:
-        task_prov[cell.task]["train"] = runner._splits[(cell.task, "train")].provenance()
+        task_prov[cell.task]["train"] = runner.split(cell.task, "train").provenance()
         task_prov[cell.task]["train_n"] = summary["n_examples"]
     generator = ev["generator"]
     training = None

@@ -78,3 +78,14 @@ def file_lock(path: str | os.PathLike):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def remove_stale_temporaries(root: str | os.PathLike) -> int:
+    """Delete temporary files that atomic writes leave when killed between writing and renaming."""
+    n = 0
+    root = Path(root)
+    if root.is_dir():
+        for tmp in root.rglob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+            n += 1
+    return n

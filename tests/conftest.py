@@ -23,3 +23,25 @@ def smollm2_dir() -> Path:
     from repro.models import fetch  # noqa: PLC0415  (heavy import kept out of collection)
 
     return fetch("smollm2-135m-instruct")
+
+
+def run_repro(*args: str, cwd: Path = REPO, timeout: float = 900, env: dict | None = None):
+    """Run ``python -m repro ...`` in a subprocess (the way users run it) and return the CompletedProcess."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "repro", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def smoke_results(tmp_path_factory, data_dir) -> Path:
+    """A results root holding ``smoke/...``: the smoke preset's whole grid, run once per session by the real
+    driver (``python -m repro run --preset smoke``) on the tiny in-process model."""
+    root = tmp_path_factory.mktemp("smoke")
+    proc = run_repro("run", "--preset", "smoke", "--data-dir", str(data_dir), "--work-dir", str(root / "runs"),
+                     "--results-dir", str(root / "results"), "--quiet")
+    if proc.returncode != 0:
+        pytest.fail(f"smoke grid failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return root / "results"

@@ -1,0 +1,135 @@
+"""The grid driver: the smoke preset end to end, resuming after SIGKILL, the Ray executor, the plan."""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_repro
+from repro.schema import find_results, validate_result
+
+SMOKE_CELLS = {(t, m) for t in ("gsm8k", "mbpp", "squad") for m in ("base", "sft", "sdft", "s3ft", "ssr", "self_only")}
+# A smaller plan for the runs this module makes itself: enough to cover targets, training and evaluation.
+PLAN = ["--tasks", "squad", "--methods", "base", "sft", "s3ft"]
+VOLATILE = {"seconds", "wall_time_s", "elapsed_s", "trained_tokens_per_s", "seen_tokens_per_s", "date",
+            "total_evaluation_time_seconds", "generation_stats", "reused_from_earlier_seed", "provenance"}
+
+
+def normalized(result: dict) -> dict:
+    """A result without what legitimately differs between two runs of the same cell (timings, dates, cache hits)."""
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in VOLATILE}
+        if isinstance(x, list):
+            return [strip(v) for v in x]
+        return x
+    out = strip(result)
+    out["model_fingerprint"] = result["provenance"]["model"]["fingerprint"]
+    return out
+
+
+def load_grid(results: Path) -> dict[str, dict]:
+    return {str(p.relative_to(results)): json.loads(p.read_text()) for p in find_results(results)}
+
+
+def test_smoke_grid_is_complete_and_valid(smoke_results):
+    paths = find_results(smoke_results / "smoke")
+    cells = {(p.parts[-4], p.parts[-3]) for p in paths}
+    assert cells == SMOKE_CELLS
+    for p in paths:
+        assert validate_result(p) == [], p
+        doc = json.loads(p.read_text())
+        assert set(doc["cross_task"]) == {"gsm8k", "mbpp", "squad"}
+        if doc["cell"]["method"] != "base":
+            assert doc["drops"]["average_drop"] is not None
+            assert doc["targets"]["n_examples"] == 6
+    s3ft = json.loads((smoke_results / "smoke/squad/s3ft/seed0/result.json").read_text())
+    with gzip.open(smoke_results / "smoke/squad/s3ft/seed0/items.jsonl.gz", "rt") as f:
+        kinds = {json.loads(line)["kind"] for line in f}
+    assert kinds == {"task", "benchmark", "candidates"}
+    assert s3ft["training"]["steps"] and s3ft["forgetting_signal"]["n_prompts"] == 4
+
+
+def test_dry_run_reports_every_cell_done(smoke_results, data_dir):
+    proc = run_repro("run", "--preset", "smoke", "--dry-run", "--data-dir", str(data_dir),
+                     "--work-dir", str(smoke_results.parent / "runs"), "--results-dir", str(smoke_results))
+    assert proc.returncode == 0, proc.stderr
+    assert "18 cells: 18 done, 0 trained, 0 targets, 0 todo" in proc.stdout
+
+
+def _run_args(root: Path, data_dir: Path, *extra: str) -> list[str]:
+    return ["run", "--preset", "smoke", *PLAN, "--data-dir", str(data_dir), "--work-dir", str(root / "runs"),
+            "--results-dir", str(root / "results"), "--quiet", *extra]
+
+
+def _run_until(root: Path, data_dir: Path, stop_when) -> bool:
+    """Start the grid, SIGKILL its whole process group as soon as progress.json satisfies `stop_when`.
+    Returns True if it was killed (False if it finished first)."""
+    proc = subprocess.Popen([sys.executable, "-m", "repro", *_run_args(root, data_dir)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    status = root / "runs" / "smoke" / "progress.json"
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        try:
+            if stop_when(json.loads(status.read_text())):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True
+        except (OSError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    proc.wait()
+    return False
+
+
+def _assert_nothing_half_written(root: Path) -> None:
+    for p in list(root.rglob("*.json")):
+        json.loads(p.read_text())                    # every JSON file the run left parses
+    for p in root.rglob("result.json"):
+        assert validate_result(p) == [], p
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data_dir) -> Path:
+    root = tmp_path_factory.mktemp("clean")
+    proc = run_repro(*_run_args(root, data_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(uninterrupted, tmp_path, data_dir):
+    # Kill once while a model trains, once while a tuned model is evaluated, then let it finish.
+    killed_in_train = _run_until(tmp_path, data_dir, lambda s: "train" in s["running"].values())
+    _assert_nothing_half_written(tmp_path)
+    killed_in_eval = _run_until(tmp_path, data_dir, lambda s: any(
+        stage == "evaluate" and "/base/" not in label for label, stage in s["running"].items()))
+    _assert_nothing_half_written(tmp_path)
+    assert killed_in_train and killed_in_eval, "the run finished before it could be killed"
+    proc = run_repro(*_run_args(tmp_path, data_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not list(tmp_path.rglob(".*.tmp")), "temporary files were left behind"
+
+    clean, resumed = load_grid(uninterrupted / "results"), load_grid(tmp_path / "results")
+    assert sorted(clean) == sorted(resumed) and len(clean) == 3
+    for key in clean:
+        assert normalized(resumed[key]) == normalized(clean[key]), key
+        items = [(r / "results" / key).with_name("items.jsonl.gz").read_bytes()
+                 for r in (uninterrupted, tmp_path)]
+        assert items[0] == items[1], key
+
+
+def test_ray_executor_runs_cells_as_ray_tasks(uninterrupted, tmp_path, data_dir):
+    pytest.importorskip("ray")
+    proc = run_repro(*_run_args(tmp_path, data_dir, "--executor", "ray", "--ray-num-cpus", "2"), timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    clean, via_ray = load_grid(uninterrupted / "results"), load_grid(tmp_path / "results")
+    assert sorted(clean) == sorted(via_ray)
+    for key in clean:
+        assert normalized(via_ray[key]) == normalized(clean[key]), key

@@ -1,0 +1,158 @@
+"""The training core: response-only labels, packing that leaves the loss unchanged, determinism, artefacts."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from methods.train import TrainConfig, encode_records, epoch_order, micro_batches, train
+from repro import models
+from repro.chat import encode_pair
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def records(data_dir):
+    from evals.tasks import get_task
+
+    task = get_task("squad")
+    exs = task.load("train", data_dir, limit=10, seed=5)
+    return [{"id": e["id"], "prompt": task.train_messages(e), "target": task.gold_response(e)} for e in exs]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return models.load_tokenizer("tiny")
+
+
+def test_labels_mask_exactly_the_prompt(records, tok):
+    pairs, stats = encode_records(tok, records, max_length=4096)
+    for r, p in zip(records, pairs):
+        prompt_ids = tok(tok.apply_chat_template(r["prompt"], tokenize=False, add_generation_prompt=True),
+                         add_special_tokens=False)["input_ids"]
+        assert p.input_ids[: p.prompt_len] == prompt_ids
+        labels = p.labels()
+        assert all(x == -100 for x in labels[: p.prompt_len])
+        assert labels[p.prompt_len:] == p.input_ids[p.prompt_len:]
+        # the response ends with the end-of-turn token, so the model learns to stop where generation stops
+        assert p.input_ids[-1] == tok.convert_tokens_to_ids("<|im_end|>")
+        assert tok.decode(p.input_ids[p.prompt_len:], skip_special_tokens=True) == r["target"]
+    assert stats["trained_tokens_per_epoch"] == sum(p.n_response for p in pairs)
+
+
+def test_truncation_keeps_trained_tokens_and_long_prompts_fail(records, tok):
+    pair = encode_pair(tok, records[0]["prompt"], records[0]["target"] * 50)
+    pairs, stats = encode_records(tok, [{**records[0], "target": records[0]["target"] * 50}],
+                                  max_length=pair.prompt_len + 3)
+    assert stats["truncated"] == 1 and pairs[0].n_response == 3
+    with pytest.raises(ValueError, match="prompt alone"):
+        encode_records(tok, records[:1], max_length=pair.prompt_len)
+
+
+def test_data_order_depends_only_on_size_seed_and_epoch():
+    assert epoch_order(20, 3, 0) == epoch_order(20, 3, 0)
+    assert epoch_order(20, 3, 0) != epoch_order(20, 3, 1)
+    assert epoch_order(20, 3, 0) != epoch_order(20, 4, 0)
+    assert sorted(epoch_order(20, 3, 0)) == list(range(20))
+
+
+def test_micro_batches_respect_the_token_budget(records, tok):
+    pairs, _ = encode_records(tok, records, 4096)
+    groups = micro_batches(list(range(len(pairs))), pairs, budget=1500, packing=True)
+    assert [i for g in groups for i in g] == list(range(len(pairs)))
+    for g in groups:
+        assert len(g) == 1 or sum(len(pairs[i].input_ids) for i in g) <= 1500
+    assert len(groups) > 1
+
+
+def _losses(log):
+    return [s["loss"] for s in log["steps"]]
+
+
+def test_packing_and_micro_batching_leave_the_loss_unchanged(records, tmp_path):
+    """Padded batches, one packed row, and many small packed micro-batches are the same computation."""
+    from safetensors.torch import load_file
+
+    common = dict(epochs=1, batch_size=5, learning_rate=1e-3, lora_dropout=0.0, seed=1, max_length=4096)
+    runs = {"packed": TrainConfig(**common), "padded": TrainConfig(**common, packing=False),
+            "split": TrainConfig(**common, max_tokens_per_micro_batch=900)}
+    logs = {k: train("tiny", records, cfg, tmp_path / k, progress=False) for k, cfg in runs.items()}
+    for k in ("padded", "split"):
+        assert _losses(logs[k]) == pytest.approx(_losses(logs["packed"]), rel=1e-5, abs=1e-6), k
+        a = load_file(tmp_path / k / "adapter" / "adapter_model.safetensors")
+        b = load_file(tmp_path / "packed" / "adapter" / "adapter_model.safetensors")
+        assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-6, k
+
+
+def test_same_seed_same_run_other_seed_other_run(records, tmp_path):
+    cfg = TrainConfig(epochs=1, batch_size=5, learning_rate=1e-3, seed=2, max_length=4096)
+    a = train("tiny", records, cfg, tmp_path / "a", progress=False)
+    b = train("tiny", records, cfg, tmp_path / "b", progress=False)
+    c = train("tiny", records, TrainConfig(**{**cfg.to_dict(), "seed": 3}), tmp_path / "c", progress=False)
+    assert _losses(a) == _losses(b)
+    assert _losses(a) != _losses(c)
+
+
+def test_artefacts_adapter_loads_with_transformers_and_log_is_complete(records, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    log = train("tiny", records, TrainConfig(epochs=2, batch_size=4, learning_rate=1e-2, max_length=4096), tmp_path,
+                progress=False)
+    assert log["total_steps"] == 6 and len(log["steps"]) == 6
+    assert log["trained_tokens_per_s"] > 0 and log["wall_time_s"] > 0
+    assert log["steps"][-1]["loss"] < log["steps"][0]["loss"], "lr 1e-2 on 10 examples must lower the loss"
+    saved = json.loads((tmp_path / "train_log.json").read_text())
+    assert saved["final_loss"] == log["final_loss"]
+    cfg = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert cfg["r"] == 8 and cfg["lora_alpha"] == 16 and sorted(cfg["target_modules"]) == ["q_proj", "v_proj"]
+    # plain transformers (no peft wrapper in user code) loads the PEFT-format adapter
+    model = AutoModelForCausalLM.from_pretrained(models.local_path("tiny"))
+    model.load_adapter(str(tmp_path / "adapter"))
+    assert any("lora" in n for n, _ in model.named_parameters())
+
+
+def test_full_finetuning_saves_a_loadable_model(records, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    log = train("tiny", records[:4], TrainConfig(finetune="full", epochs=1, batch_size=4, learning_rate=1e-3, max_length=4096),
+                tmp_path, progress=False)
+    assert log["artefact"] == "full" and log["trainable_params"] == log["total_params"]
+    AutoModelForCausalLM.from_pretrained(tmp_path / "adapter")
+
+
+def test_config_coerces_yaml_strings_and_rejects_nonsense():
+    cfg = TrainConfig.from_dict({"learning_rate": "1e-4", "epochs": "3", "packing": "false"})
+    assert cfg.learning_rate == 1e-4 and cfg.epochs == 3 and cfg.packing is False
+    with pytest.raises(ValueError, match="lora_r"):
+        TrainConfig.from_dict({"lora_r": "eight"})
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"learning_rte": 1e-4})
+
+
+def test_two_processes_compute_the_same_first_step(records, tmp_path):
+    """The multi-process path (what `accelerate launch` drives on GPUs; here torchrun + gloo on CPU): each process
+    takes its share of a step and the gradient equals the single-process one. One step only, because Adam turns
+    float noise in near-zero gradients into lr-sized updates and the runs then drift harmlessly."""
+    from safetensors.torch import load_file
+
+    targets = tmp_path / "targets.jsonl"
+    targets.write_text("".join(json.dumps(r) + "\n" for r in records))
+    opts = ["--quiet", "epochs=1", "batch_size=10", "learning_rate=1e-3", "lora_dropout=0.0", "warmup_ratio=0",
+            "max_length=4096"]
+    env_cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "repro", "train",
+               "--model", "tiny", "--targets", str(targets), "--out", str(tmp_path / "ddp"), *opts]
+    proc = subprocess.run(env_cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = train("tiny", records, TrainConfig(epochs=1, batch_size=10, learning_rate=1e-3, lora_dropout=0.0,
+                                                warmup_ratio=0.0, max_length=4096), tmp_path / "one", progress=False)
+    ddp = json.loads((tmp_path / "ddp" / "train_log.json").read_text())
+    assert ddp["world_size"] == 2
+    assert ddp["steps"][0]["loss"] == pytest.approx(single["steps"][0]["loss"], rel=1e-6)
+    assert ddp["steps"][0]["grad_norm"] == pytest.approx(single["steps"][0]["grad_norm"], rel=1e-5)
+    a = load_file(tmp_path / "ddp" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "one" / "adapter" / "adapter_model.safetensors")
+    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-6
