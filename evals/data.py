@@ -71,7 +71,7 @@ def _expected_checksums(data_dir: Path) -> dict[str, str]:
     return expected
 
 
-_verified: set[tuple[str, str]] = set()
+_verified: set[tuple[str, str, str]] = set()
 
 
 def verify_file(data_dir: Path, relpath: str) -> str:
@@ -80,7 +80,7 @@ def verify_file(data_dir: Path, relpath: str) -> str:
     if not path.is_file():
         raise DataError(f"{path}: file not found in data directory {data_dir}")
     digest = file_sha256(path)
-    if (str(data_dir), relpath) in _verified:
+    if (str(data_dir), relpath, digest) in _verified:
         return digest
     expected = _expected_checksums(data_dir).get(os.path.normpath(relpath))
     if expected is None:
@@ -89,7 +89,7 @@ def verify_file(data_dir: Path, relpath: str) -> str:
     elif expected != digest:
         raise DataError(f"{path}: sha256 {digest} does not match {CHECKSUM_FILE} ({expected}); the file is corrupt "
                         "or modified")
-    _verified.add((str(data_dir), relpath))
+    _verified.add((str(data_dir), relpath, digest))
     return digest
 
 

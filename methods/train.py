@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from repro.chat import EncodedPair, encode_pair
+from repro.packing import greedy_groups, packed_batch, packed_logits
 from repro.store import atomic_write_json, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -113,66 +114,52 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 
 def micro_batches(indices: list[int], pairs: list[EncodedPair], budget: int, packing: bool) -> list[list[int]]:
-    """Group examples (kept in order) into micro-batches of at most `budget` tokens (an over-long example alone)."""
+    """Group examples (kept in order) into micro-batches of at most `budget` tokens (an over-long example alone);
+    padded micro-batches count their padding against the budget."""
+    if packing:
+        return greedy_groups(indices, [len(p.input_ids) for p in pairs], budget)
     groups: list[list[int]] = []
     current: list[int] = []
-    used = 0
     for i in indices:
-        n = len(pairs[i].input_ids)
-        cost = n if packing else max([n] + [len(pairs[j].input_ids) for j in current]) * (len(current) + 1)
-        if current and (used + n if packing else cost) > budget:
+        width = max([len(pairs[i].input_ids)] + [len(pairs[j].input_ids) for j in current])
+        if current and width * (len(current) + 1) > budget:
             groups.append(current)
-            current, used = [], 0
+            current = []
         current.append(i)
-        used += n
     if current:
         groups.append(current)
     return groups
 
 
-def _collate(group: list[int], pairs: list[EncodedPair], packing: bool, pad_id: int, device) -> dict:
+def _padded_batch(group: list[int], pairs: list[EncodedPair], pad_id: int, device) -> dict:
     import torch  # noqa: PLC0415
 
-    if packing:
-        ids, pos, labels = [], [], []
-        for i in group:
-            p = pairs[i]
-            ids += p.input_ids
-            pos += list(range(len(p.input_ids)))
-            labels += p.labels()
-        ids_t = torch.tensor([ids], device=device)
-        labels_t = torch.tensor([labels], device=device)
-        batch = {"input_ids": ids_t, "position_ids": torch.tensor([pos], device=device)}
-    else:
-        width = max(len(pairs[i].input_ids) for i in group)
-        ids_t = torch.full((len(group), width), pad_id, dtype=torch.long)
-        labels_t = torch.full((len(group), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(group), width), dtype=torch.long)
-        for row, i in enumerate(group):
-            n = len(pairs[i].input_ids)
-            ids_t[row, :n] = torch.tensor(pairs[i].input_ids)
-            labels_t[row, :n] = torch.tensor(pairs[i].labels())
-            mask[row, :n] = 1
-        ids_t, labels_t = ids_t.to(device), labels_t.to(device)
-        batch = {"input_ids": ids_t, "attention_mask": mask.to(device)}
-    return {"batch": batch, "labels": labels_t}
+    width = max(len(pairs[i].input_ids) for i in group)
+    ids = torch.full((len(group), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(group), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(group), width), dtype=torch.long)
+    for row, i in enumerate(group):
+        n = len(pairs[i].input_ids)
+        ids[row, :n] = torch.tensor(pairs[i].input_ids)
+        labels[row, :n] = torch.tensor(pairs[i].labels())
+        mask[row, :n] = 1
+    return {"inputs": {"input_ids": ids.to(device), "attention_mask": mask.to(device)}, "labels": labels.to(device)}
 
 
-def _loss_sum(model, batch: dict, labels, packing: bool):
-    """Summed cross-entropy over trained tokens; only predicting positions go through the LM head."""
-    import torch  # noqa: PLC0415
+def _loss_sum(model, group: list[int], pairs: list[EncodedPair], packing: bool, pad_id: int, device):
+    """Summed cross-entropy over the trained tokens of a micro-batch."""
     import torch.nn.functional as F  # noqa: PLC0415, N812
 
-    next_labels = labels[:, 1:]
     if packing:
-        keep = (next_labels[0] != -100).nonzero().squeeze(-1)
-        logits = model(**batch, use_cache=False, logits_to_keep=keep).logits[0]
-        targets = next_labels[0, keep]
+        batch = packed_batch([pairs[i] for i in group], device)
+        logits, targets = packed_logits(model, batch), batch["targets"]
     else:
-        logits = model(**batch, use_cache=False).logits[:, :-1]
+        batch = _padded_batch(group, pairs, pad_id, device)
+        next_labels = batch["labels"][:, 1:]
         sel = next_labels != -100
-        logits, targets = logits[sel], next_labels[sel]
-    return F.cross_entropy(logits.float(), targets, reduction="sum"), int(targets.numel())
+        logits = model(**batch["inputs"], use_cache=False).logits[:, :-1][sel]
+        targets = next_labels[sel]
+    return F.cross_entropy(logits.float(), targets, reduction="sum")
 
 
 def load_records(path: str | Path) -> list[dict]:
@@ -252,11 +239,11 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
             for m, group in enumerate(mine):
                 # A process with fewer micro-batches runs a zero-weight one so gradient syncs still line up.
                 dummy = not group
-                data = _collate(group or [step_idx[0]], pairs, cfg.packing, pad_id, accelerator.device)
                 sync = m == n_micro - 1
                 ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
                 with ctx, accelerator.autocast():
-                    loss_sum, _ = _loss_sum(model, data["batch"], data["labels"], cfg.packing)
+                    loss_sum = _loss_sum(model, group or [step_idx[0]], pairs, cfg.packing, pad_id,
+                                         accelerator.device)
                     # DDP averages gradients over processes; scaling by world size makes the result the mean over
                     # all trained tokens of the step.
                     loss = loss_sum * (0.0 if dummy else world / step_tokens)

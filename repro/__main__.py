@@ -122,6 +122,8 @@ def cmd_judge(args) -> int:
         task.use_llm_judge(LLMJudge(make_generator(args.judge_model, cache=cache)))
     path = Path(args.predictions)
     rows = []
+    if not path.is_file():
+        raise DataError(f"{path}: predictions file not found")
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -137,6 +139,8 @@ def cmd_judge(args) -> int:
         if not isinstance(row, dict) or not isinstance(row.get("response"), str):
             raise DataError(f"{where}: field 'response' is missing or not a string")
         if "id" in row:
+            if not isinstance(row["id"], str):
+                raise DataError(f"{where}: field 'id' must be str, got {type(row['id']).__name__}")
             if by_id is None:
                 data_dir = _data_dir(args)
                 by_id = {ex["id"]: ex for split in task.splits for ex in task.load_split(split, data_dir).examples}

@@ -74,10 +74,15 @@ class GenerationCache:
         if not records:
             return
         lines = "".join(json.dumps({"key": k, **v}, ensure_ascii=False) + "\n" for k, v in records.items())
-        with open(self._path(shard), "a", encoding="utf-8") as f:
+        with open(self._path(shard), "ab+") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                f.write(lines)
+                end = f.seek(0, os.SEEK_END)
+                if end:
+                    f.seek(end - 1)
+                    if f.read(1) != b"\n":     # another writer was killed mid-line: start on a fresh line
+                        lines = "\n" + lines
+                f.write(lines.encode("utf-8"))
                 f.flush()
                 os.fsync(f.fileno())
             finally:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from repro.cache import GenerationCache, cache_key
 from repro.chat import EncodedPair, Message, encode_pair
+from repro.packing import greedy_groups, packed_batch, packed_logits
 
 
 @dataclass(frozen=True)
@@ -25,22 +26,9 @@ class LogProb:
         return {"sum": self.sum, "per_token": self.per_token, "n_tokens": self.n_tokens}
 
 
-def _batches(order: list[int], lengths: list[int], max_tokens: int):
-    batch: list[int] = []
-    longest = 0
-    for i in order:
-        longest_if = max(longest, lengths[i])
-        if batch and longest_if * (len(batch) + 1) > max_tokens:
-            yield batch
-            batch, longest_if = [], lengths[i]
-        batch.append(i)
-        longest = longest_if
-    if batch:
-        yield batch
-
-
-def score_encoded(model, pairs: Sequence[EncodedPair], *, max_batch_tokens: int = 8192, pad_id: int = 0,
+def score_encoded(model, pairs: Sequence[EncodedPair], *, max_batch_tokens: int = 8192,
                   progress: bool = False) -> list[LogProb]:
+    """log p of each pair's response tokens, in padding-free packed rows (see repro.packing)."""
     import torch  # noqa: PLC0415
     from tqdm.auto import tqdm  # noqa: PLC0415
 
@@ -49,21 +37,17 @@ def score_encoded(model, pairs: Sequence[EncodedPair], *, max_batch_tokens: int 
     order = sorted(range(len(pairs)), key=lambda i: -lengths[i])
     out: list[LogProb | None] = [None] * len(pairs)
     bar = tqdm(total=len(pairs), desc="log p", unit="seq", disable=not progress, leave=False)
-    for batch in _batches(order, lengths, max_batch_tokens):
-        width = max(lengths[i] for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, i in enumerate(batch):
-            ids[row, : lengths[i]] = torch.tensor(pairs[i].input_ids)
-            mask[row, : lengths[i]] = 1
+    for group in greedy_groups(order, lengths, max_batch_tokens):
+        batch = packed_batch([pairs[i] for i in group], device)
         with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        token_logp = logp.gather(-1, ids[:, 1:].to(device).unsqueeze(-1)).squeeze(-1).cpu()
-        for row, i in enumerate(batch):
-            start, end = pairs[i].prompt_len - 1, lengths[i] - 1   # position t predicts token t+1
-            out[i] = LogProb(float(token_logp[row, start:end].sum()), end - start)
-        bar.update(len(batch))
+            logp = torch.log_softmax(packed_logits(model, batch).float(), dim=-1)
+        token_logp = logp.gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1).cpu()
+        start = 0
+        for i in group:              # kept positions come example by example, n_response of each
+            n = pairs[i].n_response
+            out[i] = LogProb(float(token_logp[start:start + n].sum()), n)
+            start += n
+        bar.update(len(group))
     bar.close()
     return out  # type: ignore[return-value]
 
@@ -79,8 +63,7 @@ def score_responses(model, tokenizer, items: Sequence[tuple[list[Message], str]]
     todo = [i for i, k in enumerate(keys) if k not in found]
     if todo:
         pairs = [encode_pair(tokenizer, items[i][0], items[i][1]) for i in todo]
-        scores = score_encoded(model, pairs, max_batch_tokens=max_batch_tokens,
-                               pad_id=tokenizer.pad_token_id or 0, progress=progress)
+        scores = score_encoded(model, pairs, max_batch_tokens=max_batch_tokens, progress=progress)
         new = {keys[i]: {"sum": s.sum, "n_tokens": s.n_tokens} for i, s in zip(todo, scores)}
         if cache is not None and identity:
             cache.put_many(shard, new)

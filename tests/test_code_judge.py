@@ -71,7 +71,7 @@ def assert_judge_still_works() -> None:
 
 
 def test_version():
-    assert JUDGE_VERSION == "mbpp-exec-v1"
+    assert JUDGE_VERSION == "mbpp-exec-v2"
 
 
 def test_extract_python_fence():

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from evals.judges import Verdict
 from evals.judges.sandbox import SandboxResult, run_python
 
-JUDGE_VERSION = "mbpp-exec-v1"
+JUDGE_VERSION = "mbpp-exec-v2"
 
 _FENCE = re.compile(r"^[ \t]*```")
 _PYTHONISH = {"", "python", "py", "python3", "py3"}
@@ -129,9 +129,9 @@ def _program(code: str, tests: list[str], setup: str, nonce: str) -> tuple[str, 
         regions.append((name, len(lines) + 1, len(lines) + len(part)))
         lines.extend(part)
 
-    if setup.strip():
-        add("setup", setup)
     add("code", code)
+    if setup.strip():       # after the code: MBPP's setup code builds objects of classes the solution defines
+        add("setup", setup)
     for i, test in enumerate(tests):
         add(f"assert {i}", test.replace("\r\n", "\n").strip("\n"))
     # os.write: immune to the code having replaced or closed sys.stdout's buffer

@@ -15,7 +15,7 @@ from evals.judges import Verdict
 if TYPE_CHECKING:
     from repro.generate import DecodingParams, Generator
 
-JUDGE_VERSION = "llm-judge-v1"
+JUDGE_VERSION = "llm-judge-v2"
 
 PROMPT = """You are grading an answer to a question. Decide whether the predicted answer is correct, using the gold \
 answer as the reference. A predicted answer is correct if it gives the same information as the gold answer, even if \
@@ -27,7 +27,7 @@ Predicted answer: {predicted}
 
 Is the predicted answer correct? Reply with "Yes" or "No" first, then one short sentence explaining why."""
 
-_YES_NO = re.compile(r"\b(yes|no|correct|incorrect)\b", re.IGNORECASE)
+_YES_NO = re.compile(r"\b(not\s+)?(yes|no|correct|incorrect)\b", re.IGNORECASE)
 
 
 def parse_judgement(text: str) -> bool | None:
@@ -35,7 +35,8 @@ def parse_judgement(text: str) -> bool | None:
     m = _YES_NO.search(text)
     if not m:
         return None
-    return m.group(1).lower() in ("yes", "correct")
+    positive = m.group(2).lower() in ("yes", "correct")
+    return positive != bool(m.group(1))
 
 
 class LLMJudge:

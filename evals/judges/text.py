@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from evals.judges import Verdict
 
-JUDGE_VERSION = "match-v1"
+JUDGE_VERSION = "match-v2"
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = set(string.punctuation)
@@ -26,6 +26,10 @@ def normalize_answer(s: str) -> str:
     return " ".join(s.split())
 
 
+def _light(s: str) -> str:
+    return " ".join(s.lower().split())
+
+
 def _contains(haystack: list[str], needle: list[str]) -> bool:
     n = len(needle)
     return any(haystack[i:i + n] == needle for i in range(len(haystack) - n + 1))
@@ -34,11 +38,16 @@ def _contains(haystack: list[str], needle: list[str]) -> bool:
 def judge_match(response: str, golds: Sequence[str]) -> Verdict:
     """Correct when the response equals, or contains as a token span, any gold alias (after normalisation)."""
     resp = normalize_answer(response)
-    aliases = [(g, normalize_answer(g)) for g in golds]
+    # An alias made only of punctuation/articles ("A+", ")") normalises to ""; match it on its lower-cased text.
+    aliases = [(g, normalize_answer(g) or _light(g)) for g in golds]
     aliases = [(g, n) for g, n in aliases if n]
     if not aliases:
         raise ValueError(f"no usable gold alias in {list(golds)!r}")
     if not resp:
+        raw = _light(response)
+        for gold, norm in aliases:
+            if raw and raw == norm:
+                return Verdict(True, f"exact match {gold!r}", response.strip())
         return Verdict(False, "empty response", "")
     for gold, norm in aliases:
         if resp == norm:

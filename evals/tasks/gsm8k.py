@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from evals.data import Field, Source, load_source
+from evals.data import DataError, Field, Source, load_source
 from evals.judges import Verdict
 from evals.judges.numeric import JUDGE_VERSION, gold_answer, judge_numeric
 from evals.tasks.base import Split, Task, user
@@ -53,6 +53,14 @@ class GSM8K(Task):
     def gold_response(self, ex: dict) -> str:
         body, _, _ = ex["answer"].rpartition("####")
         return f"{_CALC.sub('', body).strip()}\nThe answer is {gold_answer(ex['answer']).replace(',', '')}."
+
+    def inline_example(self, row: dict, where: str) -> dict:
+        ex = super().inline_example(row, where)
+        try:
+            judge_numeric("", gold_answer(ex["answer"]))
+        except ValueError as e:
+            raise DataError(f"{where}: field 'answer': {e}") from None
+        return ex
 
     def question_text(self, ex: dict) -> str:
         return ex["question"]

@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from evals.data import Field, Source, load_source
+from evals.data import Field, Source, check_row, load_source
 from evals.judges import Verdict
+from evals.judges.code import JUDGE_VERSION
 from evals.tasks.base import Split, Task, user
 
 _FIELDS = (Field("task_id", int), Field("text", str, nonempty=True), Field("code", str),
@@ -45,7 +46,7 @@ class MBPP(Task):
     name = "mbpp"
     description = "MBPP Python programming; judge: the task's asserts run in a sandbox"
     template_version = "mbpp-v1"
-    judge_version = "mbpp-exec-v1"
+    judge_version = JUDGE_VERSION
     splits = ("train", "test", "validation", "prompt")
     inline_fields = (Field("test_list", list, item=str, nonempty=True),)
     max_new_tokens = 384
@@ -74,6 +75,7 @@ class MBPP(Task):
     def inline_example(self, row: dict, where: str) -> dict:
         ex = super().inline_example(row, where)
         ex.setdefault("test_setup_code", "")
+        check_row(ex, (Field("test_setup_code", str),), where)
         return ex
 
     def judge(self, ex: dict, response: str) -> Verdict:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from evals.data import Field
+from evals.data import DataError, Field
 from evals.judges import Verdict
 from evals.judges import llm as llm_judge
 from evals.judges import text as match_judge
@@ -36,6 +36,12 @@ class ReadingTask(Task):
         self.judge_kind = judge
         self.judge_version = match_judge.JUDGE_VERSION if judge == "match" else llm_judge.JUDGE_VERSION
         self._llm: LLMJudge | None = None
+
+    def inline_example(self, row: dict, where: str) -> dict:
+        ex = super().inline_example(row, where)
+        if not any(a.strip() for a in ex["answers"]):
+            raise DataError(f"{where}: field 'answers' has no non-blank alias")
+        return ex
 
     def use_llm_judge(self, judge: "LLMJudge") -> None:
         self._llm = judge

@@ -1,0 +1,248 @@
+"""Models by name (resolve / build_tiny / fingerprint / load / describe), the chat policy's prompt/response boundary,
+and the cached generation interface, on the tiny in-process model (and SmolLM2's tokenizer)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from repro import models
+from repro.cache import GenerationCache, cache_key
+from repro.chat import encode_pair, encode_prompt, render_prompt
+from repro.generate import DecodingParams, HFGenerator, make_generator
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: spinning torch workers on a busy 2-core runner slow small models down many times."""
+    import torch  # noqa: PLC0415
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    """The tiny model built into a temporary folder (the user's cache is left alone)."""
+    return models.build_tiny(tmp_path_factory.mktemp("tiny") / "hf")
+
+
+@pytest.fixture(scope="module")
+def tiny_tok(tiny_dir):
+    return models.load_tokenizer(str(tiny_dir))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_dir):
+    return models.load(str(tiny_dir), device="cpu")[0]
+
+
+# --- tiny model -------------------------------------------------------------------------------------------------
+
+def test_tiny_builds_deterministically(tiny_dir, tmp_path):
+    again = models.build_tiny(tmp_path / "second" / "hf")
+    assert again == tmp_path / "second" / "hf"
+    fp1, fp2 = models.fingerprint_folder(tiny_dir), models.fingerprint_folder(again)
+    assert len(fp1) == 64 and fp1 == fp2
+    assert json.loads((again / "TINY_DONE.json").read_text()) == {"version": models.TINY_VERSION,
+                                                                   "fingerprint": fp2}
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (tiny_dir / name).read_bytes() == (again / name).read_bytes(), name
+    # a second call on a built folder reuses it
+    mtime = (again / "model.safetensors").stat().st_mtime_ns
+    assert models.build_tiny(again) == again
+    assert (again / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_fingerprint_changes_with_the_weights(tiny_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_dir, copy)
+    assert models.fingerprint(str(copy)) == models.fingerprint_folder(tiny_dir)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["rms_norm_eps"] = cfg.get("rms_norm_eps", 1e-6) * 2
+    (copy / "config.json").write_text(json.dumps(cfg))
+    assert models.fingerprint(str(copy)) != models.fingerprint_folder(tiny_dir)
+
+
+def test_tiny_loads_with_chat_template(tiny_dir, tiny_tok, tiny_model):
+    assert tiny_tok.chat_template and "<|im_start|>" in tiny_tok.chat_template
+    assert tiny_tok.eos_token == "<|im_end|>" and tiny_tok.pad_token == "<|pad|>"
+    assert models.chat_template_sha(tiny_tok) is not None
+    assert tiny_model.config.model_type == "llama" and not tiny_model.training
+    assert tiny_model.config.vocab_size == len(tiny_tok)
+    prompt = render_prompt(tiny_tok, [{"role": "user", "content": "What is 2 + 3?"}])
+    assert prompt == "<|im_start|>user\nWhat is 2 + 3?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_tiny_generates(tiny_dir, tiny_model, tmp_path):
+    gen = HFGenerator(str(tiny_dir), cache=None, model_obj=tiny_model, batch_size=2)
+    outs = gen.generate([[{"role": "user", "content": "What is 2 + 3?"}],
+                         [{"role": "user", "content": "Write a python function."}]],
+                        DecodingParams(max_new_tokens=6), tag="test.tiny", progress=False)
+    assert len(outs) == 2
+    for o in outs:
+        assert isinstance(o.text, str) and not o.cached
+        assert 1 <= o.n_output_tokens <= 6 and o.n_prompt_tokens > 5
+        assert o.finish_reason in ("eos", "length")
+    assert gen.stats.prompts == 2 and gen.stats.cached == 0 and gen.stats.seconds > 0
+
+
+# --- resolve / describe ---------------------------------------------------------------------------------------
+
+def test_resolve_registered_names(tmp_path, monkeypatch):
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path / "cache"))
+    ref = models.resolve("tiny")
+    assert (ref.kind, Path(ref.location)) == ("tiny", tmp_path / "cache" / "models" / "tiny" / "hf")
+    ref = models.resolve("smollm2-135m-instruct")
+    assert ref.kind == "offline"
+    assert Path(ref.location) == tmp_path / "cache" / "models" / "smollm2-135m-instruct" / "hf"
+    assert ref.info["hub_id"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert models.resolve("qwen2.5-coder-1.5b-instruct").info["hub_id"] == "Qwen/Qwen2.5-Coder-1.5B-Instruct"
+    assert not (tmp_path / "cache" / "models" / "tiny" / "hf").exists(), "resolve must not build or download"
+
+
+def test_resolve_folder_hub_id_and_garbage(tiny_dir, tmp_path):
+    ref = models.resolve(str(tiny_dir))
+    assert (ref.kind, ref.location) == ("local", str(tiny_dir.resolve()))
+    assert models.local_path(str(tiny_dir)) == str(tiny_dir.resolve())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        models.resolve(str(empty))
+    ref = models.resolve("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert (ref.kind, ref.location) == ("hub", "HuggingFaceTB/SmolLM2-135M-Instruct")
+    for garbage in ("not a model", "smollm2", "a/b/c", "./missing/folder", str(tmp_path / "missing")):
+        with pytest.raises(ValueError) as e:
+            models.resolve(garbage)
+        msg = str(e.value)
+        assert repr(garbage) in msg and "tiny" in msg and "smollm2-135m-instruct" in msg
+
+
+def test_fetch_unknown_name():
+    with pytest.raises(ValueError, match="no offline model named 'nope'"):
+        models.fetch("nope")
+
+
+def test_describe_local_folder(tiny_dir):
+    info = models.describe(str(tiny_dir))
+    assert info["kind"] == "local" and info["location"] == str(tiny_dir.resolve())
+    assert info["fingerprint"] == models.fingerprint_folder(tiny_dir)
+
+
+# --- encode_pair ----------------------------------------------------------------------------------------------
+
+RESPONSES = ["The answer is 5.", " leading space", "\nstarts with a newline", "x", "",
+             "```python\ndef f(x):\n    return x\n```", "Ünïcödé — 23 years"]
+
+
+@pytest.fixture(scope="module", params=["tiny", "smollm2"])
+def any_tok(request, tiny_tok, smollm2_dir):
+    return tiny_tok if request.param == "tiny" else models.load_tokenizer(str(smollm2_dir))
+
+
+@pytest.mark.parametrize("response", RESPONSES)
+def test_encode_pair_boundary(any_tok, response):
+    tok = any_tok
+    messages = [{"role": "user", "content": "What is 2 + 3? Answer with a number."}]
+    pair = encode_pair(tok, messages, response)
+    prompt_ids = encode_prompt(tok, messages)
+    assert pair.prompt_len == len(prompt_ids)
+    assert pair.input_ids[:pair.prompt_len] == prompt_ids, "the prompt tokens generation saw must be a prefix"
+    assert pair.n_response >= 1
+    eot = tok.convert_tokens_to_ids("<|im_end|>")
+    assert pair.input_ids[-1] == eot, "the response must end with the end-of-turn token"
+    assert eot not in pair.input_ids[pair.prompt_len:-1]
+    labels = pair.labels()
+    assert len(labels) == len(pair.input_ids)
+    assert labels[:pair.prompt_len] == [-100] * pair.prompt_len
+    assert labels[pair.prompt_len:] == pair.input_ids[pair.prompt_len:] and -100 not in labels[pair.prompt_len:]
+    assert tok.decode(pair.input_ids[pair.prompt_len:], clean_up_tokenization_spaces=False) == response + "<|im_end|>"
+
+
+def test_encode_pair_on_a_real_task_example(any_tok, data_dir):
+    from evals.tasks import get_task  # noqa: PLC0415
+
+    task = get_task("gsm8k")
+    ex = task.load("train", data_dir, limit=1, seed=0)[0]
+    pair = encode_pair(any_tok, task.train_messages(ex), task.gold_response(ex))
+    assert pair.n_response > 10
+    assert any_tok.decode(pair.input_ids[pair.prompt_len:], skip_special_tokens=True) == task.gold_response(ex)
+    assert ex["question"] in any_tok.decode(pair.input_ids[:pair.prompt_len])
+
+
+# --- the generation cache -------------------------------------------------------------------------------------
+
+PROMPTS = [[{"role": "user", "content": f"What is {i} + 1?"}] for i in range(3)]
+PARAMS = DecodingParams(max_new_tokens=5)
+
+
+def test_second_call_is_cached_and_takes_no_model_time(tiny_dir, tiny_model, tmp_path):
+    cache = GenerationCache(tmp_path / "cache")
+    gen = make_generator(str(tiny_dir), backend="hf", cache=cache, model_obj=tiny_model, batch_size=2)
+    first = gen.generate(PROMPTS, PARAMS, tag="t.v1", progress=False)
+    assert [o.cached for o in first] == [False] * 3
+    seconds, tokens = gen.stats.seconds, gen.stats.output_tokens
+    assert seconds > 0
+    second = gen.generate(PROMPTS, PARAMS, tag="t.v1", progress=False)
+    assert [o.cached for o in second] == [True] * 3
+    assert [o.text for o in second] == [o.text for o in first]
+    assert gen.stats.seconds == seconds and gen.stats.output_tokens == tokens
+    assert gen.stats.prompts == 6 and gen.stats.cached == 3
+    # a new process (fresh cache object and generator) finds the same records on disk
+    fresh = HFGenerator(str(tiny_dir), cache=GenerationCache(tmp_path / "cache"), model_obj=tiny_model)
+    again = fresh.generate(PROMPTS, PARAMS, tag="t.v1", progress=False)
+    assert [o.cached for o in again] == [True] * 3 and fresh.stats.seconds == 0
+    assert [(o.text, o.n_output_tokens, o.finish_reason) for o in again] == \
+        [(o.text, o.n_output_tokens, o.finish_reason) for o in first]
+    # the key covers decoding parameters and the template tag
+    assert not any(o.cached for o in fresh.generate(PROMPTS[:1], DecodingParams(max_new_tokens=4), tag="t.v1",
+                                                    progress=False))
+    assert not any(o.cached for o in fresh.generate(PROMPTS[:1], PARAMS, tag="t.v2", progress=False))
+
+
+def test_torn_last_line_is_skipped(tmp_path, caplog):
+    cache = GenerationCache(tmp_path)
+    cache.put_many("shard", {"k1": {"text": "one"}, "k2": {"text": "two"}})
+    path = tmp_path / "shard.jsonl"
+    data = path.read_text()
+    path.write_text(data[: len(data) - 12])          # killed mid-write of the second record
+    reloaded = GenerationCache(tmp_path)
+    assert reloaded.get_many("shard", {"k1", "k2"}) == {"k1": {"key": "k1", "text": "one"}}
+    assert any(r.name == "repro.cache" and r.levelname == "WARNING" and "shard.jsonl" in r.getMessage()
+               for r in caplog.records), "dropping a torn line should be logged"
+
+
+def test_record_written_after_a_torn_line_survives(tmp_path):
+    """Two writers share a cache folder ("safe for concurrent appenders"): writer A has loaded the shard, then
+    writer B is killed mid-append and leaves a torn last line. A's next append must start on a new line; glued to
+    the torn fragment it would be unreadable, lost on the next load and generated again."""
+    a = GenerationCache(tmp_path)
+    a.put_many("shard", {"k1": {"text": "one"}})
+    assert a.get_many("shard", {"k1"})
+    path = tmp_path / "shard.jsonl"
+    with open(path, "a", encoding="utf-8") as f:     # writer B, killed part-way through its line
+        f.write('{"key": "k2", "text": "tw')
+    a.put_many("shard", {"k3": {"text": "three"}})
+    assert GenerationCache(tmp_path).get_many("shard", {"k1", "k2", "k3"}) == {
+        "k1": {"key": "k1", "text": "one"}, "k3": {"key": "k3", "text": "three"}}
+
+
+def test_generator_redoes_only_the_torn_record(tiny_dir, tiny_model, tmp_path):
+    gen = HFGenerator(str(tiny_dir), cache=GenerationCache(tmp_path), model_obj=tiny_model, batch_size=4)
+    first = gen.generate(PROMPTS, PARAMS, tag="t", progress=False)
+    shard = tmp_path / f"{gen.shard}.jsonl"
+    lines = shard.read_text().splitlines(keepends=True)
+    assert len(lines) == 3
+    shard.write_text("".join(lines[:-1]) + lines[-1][:30])
+    torn_key = json.loads(lines[-1])["key"]
+    resumed = HFGenerator(str(tiny_dir), cache=GenerationCache(tmp_path), model_obj=tiny_model, batch_size=4)
+    outs = resumed.generate(PROMPTS, PARAMS, tag="t", progress=False)
+    assert sum(not o.cached for o in outs) == 1
+    assert [o.text for o in outs] == [o.text for o in first], "greedy redo of the same batch gives the same text"
+    assert resumed.stats.seconds > 0
+    keys = [cache_key(gen.identity, PARAMS.to_dict(), "t", gen.render(p)) for p in PROMPTS]
+    assert [not o.cached for o in outs] == [k == torn_key for k in keys]
