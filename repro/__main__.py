@@ -68,8 +68,9 @@ def cmd_ls(args) -> int:
     elif args.what == "benchmarks":
         from evals.general import BENCHMARKS  # noqa: PLC0415
 
-        print(tabulate([(k, getattr(v, "task", v), getattr(v, "metric", "")) for k, v in BENCHMARKS.items()],
-                       headers=["benchmark", "lm-eval task", "primary metric"]))
+        print(tabulate([(k, v.task, v.primary_metric, v.default_num_fewshot, ", ".join(v.data_files))
+                        for k, v in BENCHMARKS.items()],
+                       headers=["benchmark", "lm-eval task", "primary metric", "shots", "data files"]))
     return 0
 
 
