@@ -195,7 +195,7 @@ def cmd_build(args) -> int:
     summary, reused = runner.build_targets(cell)
     out = runner.paths(cell)["targets"]
     print(json.dumps({k: summary[k] for k in ("n_examples", "n_targets", "sources", "acceptance", "logp",
-                                              "seconds") if k in summary}, indent=2))
+                                              "generation_stats", "seconds") if k in summary}, indent=2))
     print(f"{'reused' if reused else 'built'} targets: {out / 'targets.jsonl'}")
     return 0
 

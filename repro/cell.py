@@ -126,9 +126,11 @@ class CellRunner:
         return config_hash({"targets": self.targets_hash(cell), "train": self.train_config(cell).to_dict()})
 
     def cell_hash(self, cell: Cell) -> str:
-        from methods.registry import get_method  # noqa: PLC0415
+        from methods.registry import get_method, method_ids  # noqa: PLC0415
 
-        upstream = self.train_hash(cell) if get_method(cell.method).TRAINS else self.targets_hash(cell)
+        # An adapter given to `repro eval` comes from outside the suite: nothing upstream of it is ours to hash.
+        trains = cell.method in method_ids() and get_method(cell.method).TRAINS
+        upstream = self.train_hash(cell) if trains else self.targets_hash(cell)
         return config_hash({"upstream": upstream, "cell": [cell.task, cell.method, cell.seed],
                             "tasks": {t: self.task_settings_hash(t) for t in self.recipe.tasks},
                             "evaluation": self.recipe.evaluation})

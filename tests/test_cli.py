@@ -1,0 +1,66 @@
+"""The build and eval verbs as users run them: a killed build resumes, eval writes a valid result file."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import REPO, run_repro
+from repro.schema import validate_result
+
+BUILD = ["build", "--task", "gsm8k", "--method", "s3ft", "--model", "tiny", "--limit", "48", "--batch-size", "2",
+         "--max-new-tokens", "24", "--paraphrase-max-new-tokens", "24", "--quiet"]
+
+
+def _cache_lines(work: Path) -> int:
+    return sum(len(p.read_text().splitlines()) for p in (work / "cache" / "generations").glob("*.jsonl")
+               if not p.name.startswith(("verdicts", "logp")))
+
+
+def test_killed_build_resumes_without_regenerating(tmp_path, data_dir):
+    work = tmp_path / "runs"
+    args = [*BUILD, "--data-dir", str(data_dir), "--work-dir", str(work)]
+    proc = subprocess.Popen([sys.executable, "-m", "repro", *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and _cache_lines(work) < 10:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the build finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = _cache_lines(work)
+    assert 10 <= done_before < 48 + 48
+
+    rerun = run_repro(*args)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout[: rerun.stdout.rindex("}") + 1])
+    stats = summary["generation_stats"]
+    # every generation finished before the kill is read back, none is generated again
+    assert stats["cached"] >= done_before
+    assert _cache_lines(work) == stats["prompts"]
+    assert summary["n_targets"] == 48
+    assert (work / "adhoc" / "gsm8k" / "s3ft" / "targets" / "targets.jsonl").is_file()
+
+
+def test_eval_writes_a_valid_result_with_an_adapter(tmp_path, data_dir):
+    from methods.train import TrainConfig, train
+
+    records = [{"prompt": [{"role": "user", "content": f"say {i}"}], "target": f"number {i}"} for i in range(4)]
+    train("tiny", records, TrainConfig(epochs=1, batch_size=4, learning_rate=1e-2), tmp_path / "run", progress=False)
+    out = tmp_path / "eval" / "result.json"
+    proc = run_repro("eval", "--model", "tiny", "--adapter", str(tmp_path / "run" / "adapter"),
+                     "--tasks", "squad", "gsm8k", "--limit", "3", "--benchmarks", "winogrande", "arc_challenge",
+                     "--benchmark-limit", "4", "--forgetting-prompts", "2", "--data-dir", str(data_dir),
+                     "--work-dir", str(tmp_path / "runs"), "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert validate_result(out) == []
+    doc = json.loads(out.read_text())
+    assert doc["cell"]["method"] == "external-adapter" and doc["in_domain"]["n"] == 3
+    assert set(doc["cross_task"]) == {"squad", "gsm8k"}
+    assert set(doc["drops"]["per_benchmark"]) == {"winogrande", "arc_challenge"}
+    assert doc["forgetting_signal"]["n_prompts"] == 2
+    assert "squad: acc=" in proc.stdout and "wrote" in proc.stdout
