@@ -51,11 +51,9 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _sha_cache:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _sha_cache[key] = h.hexdigest()
+        from repro.store import sha256_file  # noqa: PLC0415
+
+        _sha_cache[key] = sha256_file(path)
     return _sha_cache[key]
 
 

@@ -65,6 +65,9 @@ from typing import Any
 
 import numpy as np
 
+from repro.models import chat_template_sha
+from repro.store import sha256_file
+
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 DATA_DIR_METADATA_KEY = "s3ft_data_dir"  # must match evals/lm_eval_tasks/utils.py
 FEWSHOT_SEED = 1234  # lm-eval's default fewshot_random_seed (simple_evaluate)
@@ -218,23 +221,6 @@ def select_stratified_items(
 
 
 # -------------------------------------------------------------------------------------------- helpers
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def chat_template_sha256(tokenizer: Any) -> str | None:
-    """sha256 of the tokenizer's chat template (JSON of the dict when there are named templates), or None."""
-    tmpl = getattr(tokenizer, "chat_template", None)
-    if not tmpl:
-        return None
-    text = tmpl if isinstance(tmpl, str) else json.dumps(tmpl, sort_keys=True)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
 def _jsonable(x: Any) -> Any:
     if isinstance(x, dict):
         return {str(k): _jsonable(v) for k, v in x.items()}
@@ -414,7 +400,7 @@ def evaluate_benchmarks(
     out.update({
         "lm_eval_version": importlib.metadata.version("lm_eval"),
         "chat_template": bool(chat_template),
-        "chat_template_sha": chat_template_sha256(tokenizer),
+        "chat_template_sha": chat_template_sha(tokenizer),
         "data_sha256": data_sha,
         "data_dir": str(data_dir),
         "model": _model_info(model),

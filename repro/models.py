@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.store import file_lock
+from repro.store import file_lock, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -116,14 +116,6 @@ def local_path(name: str) -> str:
 
 # --- fetching and converting -----------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(name: str, *, quiet: bool = True) -> Path:
     """Download, verify and convert a registered offline model; returns the HF checkpoint folder (cached)."""
     if name == TINY:
@@ -144,7 +136,7 @@ def fetch(name: str, *, quiet: bool = True) -> Path:
             tmp = Path(tmp)
             gguf = tmp / spec.gguf_name
             _download_and_concatenate(spec, tmp, gguf, quiet=quiet)
-            digest = _sha256(gguf)
+            digest = sha256_file(gguf)
             if digest != spec.sha256:
                 raise RuntimeError(f"{spec.gguf_name}: sha256 {digest} != expected {spec.sha256}; refusing to convert")
             staging = tmp / "hf"
@@ -275,7 +267,7 @@ def fingerprint_folder(folder: Path) -> str:
                 return saved["fingerprint"]
     h = hashlib.sha256()
     for p in files:
-        h.update(p.name.encode() + b"\0" + _sha256(p).encode() + b"\n")
+        h.update(p.name.encode() + b"\0" + sha256_file(p).encode() + b"\n")
     digest = h.hexdigest()
     with contextlib.suppress(OSError):            # a read-only folder just means no memo
         memo.write_text(json.dumps({"stamp": stamp, "fingerprint": digest}))

@@ -45,3 +45,17 @@ def smoke_results(tmp_path_factory, data_dir) -> Path:
     if proc.returncode != 0:
         pytest.fail(f"smoke grid failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return root / "results"
+
+
+def procs_with(marker: str) -> list[int]:
+    """Live (non-zombie) processes whose command line contains `marker` (sandbox containment checks)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state != b"Z":
+            found.append(int(pid))
+    return found

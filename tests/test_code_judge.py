@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import procs_with
 
 from evals.judges import Verdict
 from evals.judges.code import JUDGE_VERSION, extract_code, judge_code, judge_code_many
@@ -39,19 +40,6 @@ WRONG_SIMILAR = "def similar_elements(a, b):\n    return (4, 5)\n"
 MODE = isolation_mode()
 needs_namespaces = pytest.mark.skipif(MODE == "rlimits", reason="no namespaces on this machine (rlimits fallback)")
 needs_fs_isolation = pytest.mark.skipif(MODE != "bwrap", reason="only bwrap isolates the filesystem")
-
-
-def procs_with(marker: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in cmdline and state != b"Z":
-            found.append(int(pid))
-    return found
 
 
 def fenced(code: str, lang: str = "python") -> str:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from repro.models import chat_template_sha
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,7 +24,6 @@ from evals.general import (  # noqa: E402
     MMLU_SUBJECTS,
     TASK_DIR,
     BenchmarkSpec,
-    chat_template_sha256,
     evaluate_benchmarks,
     select_items,
     select_stratified_items,
@@ -245,7 +246,7 @@ def test_every_benchmark_structure(tiny_result, tiny_tokenizer, data_dir):
     assert 0.0 < res["results"]["truthfulqa_mc2"]["acc,none"] < 1.0  # a probability mass, not 0/1
     assert res["chat_template"] is False
     assert res["chat_template_sha"] == hashlib.sha256(CHATML.encode()).hexdigest()
-    assert res["chat_template_sha"] == chat_template_sha256(tiny_tokenizer)
+    assert res["chat_template_sha"] == chat_template_sha(tiny_tokenizer)
     for rel, sha in res["data_sha256"].items():
         assert sha == hashlib.sha256((data_dir / rel).read_bytes()).hexdigest()
     assert set(res["data_sha256"]) == {f for b in BENCHMARKS.values() for f in b.data_files}

@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import procs_with
 
 from evals.judges import sandbox
 from evals.judges.sandbox import SandboxResult, isolation_mode, run_python
@@ -17,20 +18,6 @@ from evals.judges.sandbox import SandboxResult, isolation_mode, run_python
 MODE = isolation_mode()
 needs_namespaces = pytest.mark.skipif(MODE == "rlimits", reason="no namespaces on this machine (rlimits fallback)")
 needs_fs_isolation = pytest.mark.skipif(MODE != "bwrap", reason="only bwrap isolates the filesystem")
-
-
-def procs_with(marker: str) -> list[int]:
-    """Live processes whose command line contains `marker`."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker.encode() in cmdline and state != b"Z":
-            found.append(int(pid))
-    return found
 
 
 def daemon_program(marker: str, path: str, delay: float) -> str:
