@@ -135,6 +135,13 @@ class CellRunner:
                             "tasks": {t: self.task_settings_hash(t) for t in self.recipe.tasks},
                             "evaluation": self.recipe.evaluation})
 
+    def eval_tasks(self, cell: Cell) -> list[str]:
+        """The cell's own task first, then the other tasks ``evaluation.cross_task`` asks for: true = every task of
+        the recipe, false = none, a list = those tasks (a cheaper partial cross-task matrix)."""
+        cross = self.recipe.evaluation.get("cross_task", True)
+        others = list(self.recipe.tasks) if cross is True else list(cross or [])
+        return [cell.task] + [t for t in others if t != cell.task]
+
     def paths(self, cell: Cell) -> dict[str, Path]:
         base = self.work / cell.task / cell.method
         return {"targets": base / "targets", "train": base / f"seed{cell.seed}",
@@ -230,7 +237,7 @@ class CellRunner:
         tuned = base if adapter is None else make_generator(self.recipe.model, adapter, backend=g["backend"],
                                                             cache=self.cache, batch_size=g["batch_size"])
         seconds: dict[str, float] = {}
-        names = list(self.recipe.tasks) if self.recipe.evaluation.get("cross_task", True) else [cell.task]
+        names = self.eval_tasks(cell)
         t0 = time.perf_counter()
         scores = {n: evaluate_task(self.task(n), self.examples(n, "test"), tuned, self.decoding(n, "predict"),
                                    cache=self.cache, progress=self.progress) for n in names}

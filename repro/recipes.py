@@ -103,6 +103,9 @@ def validate_recipe(r: Recipe) -> None:
     bad = set(r.evaluation) - EVAL_KEYS
     if bad:
         raise ValueError(f"{where}: evaluation has unknown keys {sorted(bad)}; known: {sorted(EVAL_KEYS)}")
+    cross = r.evaluation.get("cross_task", True)
+    if not isinstance(cross, bool) and not (isinstance(cross, list) and set(cross) <= set(r.tasks)):
+        raise ValueError(f"{where}: evaluation.cross_task must be true, false or a list of the recipe's tasks")
     TrainConfig.from_dict({k: v for k, v in r.train.items() if k != "seed"})
     if not r.seeds or not all(isinstance(s, int) for s in r.seeds):
         raise ValueError(f"{where}: seeds must be a non-empty list of integers")
