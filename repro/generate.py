@@ -112,7 +112,7 @@ class Generator:
 
         lengths = {k: len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for k, t in prompts.items()}
         order = sorted(prompts, key=lambda k: (-lengths[k], k))
-        batches = [order[i:i + self.chunk_size] for i in range(0, len(order), self.chunk_size)]
+        batches = self._batches(order, lengths, params.max_new_tokens)
         batches = [b for b in batches if any(k not in found for k in b)]
         fresh: set[str] = set()
         bar = tqdm(total=sum(map(len, batches)), desc=f"generate {tag}", unit="prompt", disable=not progress,
@@ -141,6 +141,24 @@ class Generator:
         """Prompts per call of `_generate` (and per cache write)."""
         return self.batch_size
 
+    #: Padded tokens (longest prompt + max_new_tokens, times rows) one `_generate` call may hold; None = no cap.
+    max_batch_tokens: int | None = None
+
+    def _batches(self, order: list[str], lengths: dict[str, int], max_new_tokens: int) -> list[list[str]]:
+        """Cut the longest-first prompt order into batches of at most `chunk_size` prompts and, for a padded backend,
+        at most `max_batch_tokens` padded tokens: one outlier prompt (an MBPP task with a 3,700-token assert) must
+        not make twenty short prompts decode against 3,700 positions of padding each."""
+        batches: list[list[str]] = []
+        for k in order:                              # longest first: a batch's first prompt sets its padded width
+            b = batches[-1] if batches else None
+            if b is None or len(b) >= self.chunk_size or (
+                    self.max_batch_tokens is not None
+                    and (len(b) + 1) * (lengths[b[0]] + max_new_tokens) > self.max_batch_tokens):
+                batches.append([k])
+            else:
+                b.append(k)
+        return batches
+
     def _generate(self, texts: list[str], params: DecodingParams) -> list[Generation]:
         raise NotImplementedError
 
@@ -153,6 +171,7 @@ class HFGenerator(Generator):
     """transformers ``generate``: batched, longest-first, left-padded, greedy by default, with stop strings."""
 
     backend = "hf"
+    max_batch_tokens = 12288      # ~32 SQuAD prompts; on 2 CPU cores bigger padded batches only add latency
 
     def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
                  batch_size: int = 16, device: str | None = None, model_obj: Any = None, static_cache: bool = False):

@@ -246,3 +246,16 @@ def test_generator_redoes_only_the_torn_record(tiny_dir, tiny_model, tmp_path):
     assert resumed.stats.seconds > 0
     keys = [cache_key(gen.identity, PARAMS.to_dict(), "t", gen.render(p)) for p in PROMPTS]
     assert [not o.cached for o in outs] == [k == torn_key for k in keys]
+
+
+def test_batches_cap_padded_tokens_so_an_outlier_prompt_decodes_alone(tiny_dir, tiny_model):
+    gen = HFGenerator(str(tiny_dir), cache=None, model_obj=tiny_model, batch_size=8)
+    gen.max_batch_tokens = 1000
+    lengths = {"long": 900, **{f"s{i}": 50 for i in range(10)}}
+    order = sorted(lengths, key=lambda k: (-lengths[k], k))
+    batches = gen._batches(order, lengths, max_new_tokens=40)
+    assert batches[0] == ["long"]                          # 2 x (900 + 40) would exceed 1,000 padded tokens
+    assert [len(b) for b in batches[1:]] == [8, 2]          # then the prompt cap (batch_size) binds
+    assert [k for b in batches for k in b] == order         # order kept: a resumed run forms the same batches
+    gen.max_batch_tokens = None
+    assert [len(b) for b in gen._batches(order, lengths, max_new_tokens=40)] == [8, 3]
