@@ -310,7 +310,9 @@ def _hidden_paths() -> tuple[list[str], list[str]]:
     hidden.discard("/")
     hidden = {h for h in hidden if os.path.isdir(h)}
     top = sorted(h for h in hidden if not any(h.startswith(o + "/") for o in hidden))
-    under = [p for p in needed if any(p == h or p.startswith(h + "/") for h in top)]
+    # /tmp and /dev/shm become private tmpfs mounts: an interpreter (a venv) living there is bound back too.
+    masked = top + ["/tmp", "/dev/shm"]
+    under = [p for p in needed if any(p == h or p.startswith(h + "/") for h in masked)]
     rebind = sorted(p for p in under if not any(p.startswith(o + "/") for o in under))
     return top, rebind
 
