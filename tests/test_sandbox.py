@@ -95,7 +95,10 @@ def test_infinite_loop_times_out():
 
 def test_cpu_rlimit_applies():
     res = run_python("while True: pass", timeout=5, cpu_seconds=1)
-    assert not res.timed_out and res.returncode in (128 + 24, 128 + 9), res  # SIGXCPU, then SIGKILL
+    assert not res.timed_out and res.wall_time < 4, res
+    # SIGXCPU, then SIGKILL. util-linux `unshare --fork` cannot re-raise SIGXCPU on itself and exits 1 instead.
+    killed = res.returncode in (128 + 24, 128 + 9)
+    assert killed or (res.isolation == "unshare" and res.returncode == 1 and "sigprocmask" in res.stderr), res
 
 
 def test_memory_bomb():
