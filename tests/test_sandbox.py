@@ -243,3 +243,11 @@ def test_unshare_mode_when_available(monkeypatch):
     res = run_python(daemon_program(marker, f"/tmp/{marker}", delay=60) + "\nwhile True: pass\n", timeout=2)
     assert res.timed_out and res.isolation == "unshare"
     assert procs_with(marker) == []
+
+
+def test_an_interpreter_under_tmp_is_bound_back_into_the_private_tmp(monkeypatch):
+    # bwrap mounts a fresh tmpfs on /tmp: a venv living there must be bound back or the sandbox cannot start it.
+    venv = Path("/tmp") / f"s3ft-venv-{uuid.uuid4().hex}"
+    monkeypatch.setattr(sandbox.sys, "prefix", str(venv))
+    _, rebind = sandbox._hidden_paths()
+    assert str(venv) in rebind

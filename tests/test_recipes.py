@@ -1,0 +1,32 @@
+"""Recipe loading and the cross-task setting (true / false / a list of the recipe's tasks)."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from repro.cell import Cell, CellRunner
+from repro.recipes import available_presets, load_recipe
+
+
+@pytest.mark.parametrize("preset", available_presets())
+def test_every_shipped_preset_loads(preset):
+    assert load_recipe(preset).name == preset
+
+
+@pytest.mark.parametrize(("setting", "expected"), [
+    ("true", ["squad", "gsm8k", "mbpp"]),
+    ("false", ["squad"]),
+    ("[squad, gsm8k]", ["squad", "gsm8k"]),     # the cell's own task is never repeated
+    ("[mbpp]", ["squad", "mbpp"]),
+])
+def test_eval_tasks_follow_cross_task(setting, expected):
+    recipe = load_recipe("smoke", [f"evaluation.cross_task={setting}"])
+    cell = Cell("smoke", "squad", "sft", 0)
+    assert CellRunner.eval_tasks(SimpleNamespace(recipe=recipe), cell) == expected
+
+
+@pytest.mark.parametrize("setting", ["[nq_open]", "squad", "3"])
+def test_cross_task_must_name_the_recipes_tasks(setting):
+    with pytest.raises(ValueError, match="cross_task"):
+        load_recipe("smoke", [f"evaluation.cross_task={setting}"])
