@@ -1,4 +1,6 @@
-"""A cheap, low-noise forgetting signal measured right after training (Shenfeld et al. 2025, "RL's Razor": the
+"""Forgetting signals measured right after training.
+
+In-task (``forgetting_signal``): a cheap, low-noise forgetting signal measured right after training (Shenfeld et al. 2025, "RL's Razor": the
 KL between base and tuned model on the task's own prompts predicts forgetting better than anything else measured).
 
 On held-out prompts of the task:
@@ -6,6 +8,10 @@ On held-out prompts of the task:
                    teacher-forced on the base model's greedy answers (the base distribution's typical sequences);
   nll_gold_tuned = per-token NLL of the gold responses under the tuned model (nll_gold_base for reference).
 With a LoRA adapter the base model is the same module with the adapter disabled, so nothing is loaded twice.
+
+Cross-domain (``kl_on_texts``): the same KL(base || tuned) per token, teacher-forced on texts of *other* domains -
+benchmark items (prompt + correct answer, plain text, no chat template, as the benchmarks are scored) - where
+forgetting is measured. Labelled apart from the in-task KL in results and tables.
 """
 from __future__ import annotations
 
@@ -53,3 +59,28 @@ def forgetting_signal(tuned, tokenizer, prompts: Sequence[list[Message]], base_r
     return {"kl_base_tuned_per_token": kl_sum / kl_tokens, "nll_gold_tuned_per_token": nll_t / gold_tokens,
             "nll_gold_base_per_token": nll_b / gold_tokens, "n_prompts": len(prompts),
             "n_kl_tokens": int(kl_tokens), "n_gold_tokens": int(gold_tokens)}
+
+
+def kl_on_texts(tuned, tokenizer, texts: Sequence[str], *, base=None, max_tokens: int = 1024) -> dict:
+    """Mean KL(p_base || p_tuned) over every next-token position of each plain text (the first token has no
+    prediction; texts are cut to ``max_tokens``). ``tuned`` and ``base`` as in :func:`forgetting_signal`."""
+    import torch  # noqa: PLC0415
+
+    if base is None and not hasattr(tuned, "disable_adapter"):
+        raise ValueError("a fully fine-tuned model needs the base model passed as `base`")
+    base_model = tuned if base is None else base
+    device = next(tuned.parameters()).device
+    kl_sum = tokens = 0.0
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :max_tokens].to(device)
+        if ids.shape[1] < 2:
+            continue
+        with torch.inference_mode():
+            with (tuned.disable_adapter() if base is None else contextlib.nullcontext()):
+                lp_b = torch.log_softmax(base_model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            lp_t = torch.log_softmax(tuned(input_ids=ids).logits[0, :-1].float(), dim=-1)
+        kl_sum += float((lp_b.exp() * (lp_b - lp_t)).sum())
+        tokens += lp_b.shape[0]
+    return {"kl_base_tuned_per_token": kl_sum / tokens if tokens else None, "n_texts": len(texts),
+            "n_tokens": int(tokens),
+            "texts": "benchmark items (prompt + correct answer), plain text, no chat template"}

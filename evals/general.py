@@ -100,6 +100,8 @@ class Benchmark:
     subtask_prefix: set for MMLU: the lm-eval tasks are ``subtask_prefix + subject``.
     default_num_fewshot: the YAML's num_fewshot.
     fewshot_overridable: whether ``BenchmarkSpec.num_fewshot`` may change it (needs a few-shot split).
+    headline: one of the paper's four benchmarks whose mean drop is its headline "average drop" (MMLU 0-shot,
+        TruthfulQA mc2, HellaSwag, WinoGrande); the others go into a separately named extended average.
     """
 
     task: str
@@ -110,13 +112,14 @@ class Benchmark:
     subtask_prefix: str | None = None
     default_num_fewshot: int = 0
     fewshot_overridable: bool = False
+    headline: bool = False
 
 
 BENCHMARKS: dict[str, Benchmark] = {
     "mmlu": Benchmark(
         task="s3ft_mmlu", primary_metric="acc,none", metrics=("acc",),
         data_files=("mmlu/test.jsonl", "mmlu/dev.jsonl"), sample_key="mmlu",
-        subtask_prefix="s3ft_mmlu_", default_num_fewshot=0, fewshot_overridable=True,
+        subtask_prefix="s3ft_mmlu_", default_num_fewshot=0, fewshot_overridable=True, headline=True,
     ),
     "mmlu_5shot": Benchmark(
         task="s3ft_mmlu_5shot", primary_metric="acc,none", metrics=("acc",),
@@ -130,15 +133,15 @@ BENCHMARKS: dict[str, Benchmark] = {
     ),
     "truthfulqa_mc2": Benchmark(
         task="s3ft_truthfulqa_mc2", primary_metric="acc,none", metrics=("acc",),
-        data_files=("truthfulqa/mc_task_hf.jsonl",), sample_key="truthfulqa",
+        data_files=("truthfulqa/mc_task_hf.jsonl",), sample_key="truthfulqa", headline=True,
     ),
     "hellaswag": Benchmark(
         task="s3ft_hellaswag", primary_metric="acc_norm,none", metrics=("acc", "acc_norm"),
-        data_files=("hellaswag/validation.jsonl",), sample_key="hellaswag",
+        data_files=("hellaswag/validation.jsonl",), sample_key="hellaswag", headline=True,
     ),
     "winogrande": Benchmark(
         task="s3ft_winogrande", primary_metric="acc,none", metrics=("acc",),
-        data_files=("winogrande/winogrande_xl_validation.jsonl",), sample_key="winogrande",
+        data_files=("winogrande/winogrande_xl_validation.jsonl",), sample_key="winogrande", headline=True,
     ),
     "arc_challenge": Benchmark(
         task="s3ft_arc_challenge", primary_metric="acc_norm,none", metrics=("acc", "acc_norm"),
@@ -343,6 +346,7 @@ def evaluate_benchmarks(
     chat_template: bool = False,
     max_length: int | None = None,
     return_loglikelihoods: bool = False,
+    kl_texts: int = 0,
 ) -> dict[str, Any]:
     """Score ``model`` on the given benchmarks through lm-eval; returns a JSON-serialisable dict.
 
@@ -357,6 +361,13 @@ def evaluate_benchmarks(
         chat_template: wrap prompts in the tokenizer's chat template (default off; see module docstring).
         max_length: context length for lm-eval (left-truncation); None = from the model config.
         return_loglikelihoods: also keep each item's per-choice log-likelihoods in ``samples``.
+        kl_texts: keep the plain text (prompt + correct answer) of the first ``kl_texts`` items of each benchmark
+            in ``texts`` (the cross-domain KL is measured on them, :func:`evals.forgetting.kl_on_texts`).
+
+    Every multiple-choice item also carries ``logp_correct``: log p of the correct choice normalised over the
+    item's choices (``ll[gold] - logsumexp(ll)``, raw log-likelihoods; TruthfulQA mc2: log of the normalised
+    probability mass on the true answers, i.e. log of its score). Tuned minus base per item is a continuous
+    forgetting measure that moves before an accuracy flip does.
 
     Returns:
         ``{"results": {name: {"<metric>,none": v, "<metric>_stderr,none": se, ..., "alias": task}},
@@ -384,7 +395,7 @@ def evaluate_benchmarks(
 
     out: dict[str, Any] = {
         "results": {}, "n-samples": {}, "samples": {}, "primary_metric": {}, "configs": {},
-        "versions": {}, "n-shot": {},
+        "versions": {}, "n-shot": {}, "texts": {},
     }
     tm = task_manager(data_dir)
     was_training = bool(getattr(model, "training", False))
@@ -393,7 +404,7 @@ def evaluate_benchmarks(
             lm = make_lm(model, tokenizer, batch_size=batch_size, max_length=max_length)
             for spec in specs:
                 _run_one(spec, tm, lm, out, seed=seed, chat_template=chat_template,
-                         return_loglikelihoods=return_loglikelihoods, data_dir=data_dir)
+                         return_loglikelihoods=return_loglikelihoods, data_dir=data_dir, kl_texts=kl_texts)
     finally:
         model.train(was_training)
 
@@ -422,6 +433,7 @@ def _run_one(
     chat_template: bool,
     return_loglikelihoods: bool,
     data_dir: Path,
+    kl_texts: int = 0,
 ) -> None:
     """Select the items of one benchmark, score them with ``lm_eval.evaluator.evaluate`` and fill ``out``."""
     from lm_eval.evaluator import evaluate  # noqa: PLC0415  (heavy import)
@@ -473,6 +485,7 @@ def _run_one(
 
     metric_keys = [f"{m},none" for m in bench.metrics]
     items_out: list[dict[str, Any]] = []
+    texts: list[dict[str, str]] = []
     for tname in tasks:
         subject = tname[len(bench.subtask_prefix):] if bench.subtask_prefix else None
         got = sorted(res["samples"][tname], key=lambda s: s["doc_id"])
@@ -487,9 +500,15 @@ def _run_one(
                 item["key"] = str(doc_id)
             for m in bench.metrics:
                 item[m] = float(s[m])
+            lls = [float(r[0]) for r in s["filtered_resps"]]
             if return_loglikelihoods:
-                item["loglikelihoods"] = [float(r[0]) for r in s["filtered_resps"]]
+                item["loglikelihoods"] = lls
+            gold = _gold_index(tasks[tname], s["doc"], len(lls))
+            item["logp_correct"] = _logp_correct(s["doc"], lls, gold)
             items_out.append(item)
+            if len(texts) < kl_texts and gold is not None:
+                ctx, cont = s["arguments"][gold][:2]
+                texts.append({"key": item["key"], "text": f"{ctx}{cont}"})
 
     if bench.subtask_prefix is None:
         r = res["results"][bench.task]
@@ -516,6 +535,7 @@ def _run_one(
     out["results"][spec.name] = result
     out["n-samples"][spec.name] = {"original": n_total, "effective": n_effective}
     out["samples"][spec.name] = items_out
+    out["texts"][spec.name] = texts
     out["primary_metric"][spec.name] = bench.primary_metric
     out["versions"][spec.name] = versions
     out["n-shot"][spec.name] = n_shot
@@ -529,6 +549,32 @@ def _run_one(
         "items": items_record,
         "items_sha256": _items_sha256(selection if bench.subtask_prefix else selection[bench.task]),
     }
+
+
+def _gold_index(task: Any, doc: dict, n_choices: int) -> int | None:
+    """The correct choice's index, as lm-eval's multiple-choice process_results finds it (TruthfulQA mc2: the first
+    true answer); None when it cannot be found."""
+    if "mc2_targets" in doc and n_choices == len(doc["mc2_targets"]["labels"]):
+        labels = doc["mc2_targets"]["labels"]
+        return labels.index(1) if 1 in labels else None
+    gold = task.doc_to_text(doc) if getattr(task, "multiple_input", 0) else task.doc_to_target(doc)
+    if isinstance(gold, list):
+        gold = gold[0] if gold else None
+    if isinstance(gold, str):
+        choices = task.doc_to_choice(doc)
+        gold = choices.index(gold) if gold in choices else None
+    return gold if isinstance(gold, int) and 0 <= gold < n_choices else None
+
+
+def _logp_correct(doc: dict, lls: list[float], gold: int | None) -> float | None:
+    if gold is None or not lls:
+        return None
+    ll = np.asarray(lls, dtype=np.float64)
+    norm = float(np.logaddexp.reduce(ll))
+    if "mc2_targets" in doc and len(doc["mc2_targets"]["labels"]) == ll.size:
+        true = np.asarray(doc["mc2_targets"]["labels"]) == 1
+        return float(np.logaddexp.reduce(ll[true]) - norm)
+    return float(ll[gold] - norm)
 
 
 _MMLU_ROWS_CACHE: dict[tuple[str, float], dict[str, list[int]]] = {}

@@ -39,6 +39,12 @@ __all__ = [
     "average_drop",
     "compare_average_drops",
     "aggregate_seeds",
+    "seed_means",
+    "paired_comparison",
+    "paired_average_comparison",
+    "verdict",
+    "Z_POWER",
+    "K_MIN",
 ]
 
 # Largest number of bootstrap indices materialised at once.  2**21 int64
@@ -504,3 +510,201 @@ def aggregate_seeds(values: Sequence[float]) -> dict[str, Any]:
         "n": n,
         "values": [float(v) for v in x],
     }
+
+
+# --------------------------------------------------------------------------
+# comparisons that respect the design: items are the unit, seeds replicate
+# --------------------------------------------------------------------------
+# Minimum detectable effect (MDE) at 80% power, two-sided alpha = 0.05, for a paired mean difference:
+#     MDE = (z_.975 + z_.80) * se,   se = sd(per-item differences) / sqrt(n)   (clustered: the cluster-robust se)
+# with a floor, so that "methods agreed on every item" (sd = 0) never reads as "any effect would have shown":
+#     se >= sqrt(K_MIN) * u / n
+# K_MIN = 6 is the fewest same-direction changes an exact two-sided sign test can call significant at 0.05
+# (2 * 0.5**6 = 0.031; five give 0.0625), and u the smallest per-item change the scores can show: 1 / seeds for
+# 0/1 scores averaged over seeds, otherwise the sd of the pooled per-item scores. The floor makes the MDE about
+# K_MIN * u / n, the exact test's own limit. Where even K_MIN changes are impossible (fewer than K_MIN items or
+# clusters), no effect is detectable at all: MDE = inf.
+Z_POWER = float(_sps.norm.ppf(0.975) + _sps.norm.ppf(0.80))
+K_MIN = 6
+# sign-flip permutation tests are exact (every one of the 2**n flips) up to this many resamples
+PERMUTATION_RESAMPLES = 2**16
+
+
+def seed_means(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Per-item mean over the seeds a method has (seeds are replicates of training, items the sampling unit).
+    Only items scored in every seed are kept, so every item mean averages the same number of seeds."""
+    if not per_seed:
+        raise ValueError("per_seed is empty; need at least one seed's per-item scores")
+    keys = set(per_seed[0])
+    for s in per_seed[1:]:
+        keys &= set(s)
+    return {k: float(sum(float(s[k]) for s in per_seed) / len(per_seed)) for k in sorted(keys)}
+
+
+def _resolution(x: np.ndarray, y: np.ndarray, binary_seeds: int | None) -> float:
+    if binary_seeds:
+        return 1.0 / binary_seeds
+    return float(np.concatenate([x, y]).std())
+
+
+def _boot_ci(data: tuple, statistic, *, paired: bool, alpha: float, n_resamples: int, seed: int) -> list[float]:
+    """Percentile bootstrap CI via scipy.stats.bootstrap; a degenerate (constant) sample gives [stat, stat]."""
+    point = float(statistic(*data, axis=-1))
+    if all(np.all(d == d[0]) for d in data):
+        return [point, point]
+    res = _sps.bootstrap(data, statistic, paired=paired, vectorized=True, confidence_level=1.0 - alpha,
+                         n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return [point, point]
+    return [lo, hi]
+
+
+def _sign_flip_p(units: np.ndarray, seed: int) -> float:
+    """Two-sided sign-flip permutation p of sum(units) = 0 (scipy.stats.permutation_test; exact when
+    2**len(units) <= PERMUTATION_RESAMPLES). All-zero units give exactly 1."""
+    if np.all(units == 0.0):
+        return 1.0
+    res = _sps.permutation_test((units,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples",
+                                vectorized=True, n_resamples=PERMUTATION_RESAMPLES, alternative="two-sided",
+                                random_state=np.random.default_rng(seed))
+    return float(min(1.0, res.pvalue))
+
+
+def paired_comparison(
+    a: Mapping[str, float],
+    b: Mapping[str, float],
+    *,
+    binary_seeds: tuple[int, int] | None = None,
+    clusters: Mapping[str, str] | None = None,
+    alpha: float = 0.05,
+    n_resamples: int = 9_999,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """``mean(a) - mean(b)`` over the items both have (per-item scores, seed-averaged already).
+
+    Test, chosen by the design:
+      - 0/1 scores of one seed each (``binary_seeds == (1, 1)``), items independent: exact McNemar (binomial test
+        on the discordant pairs, scipy.stats.binomtest);
+      - items sharing a cluster (``clusters``: item -> passage, some passage with several items): sign-flip
+        permutation of the per-cluster summed differences, CI from a cluster bootstrap (clusters resampled);
+      - otherwise (continuous scores, seed means): sign-flip permutation of the per-item differences
+        (scipy.stats.permutation_test, exact up to 16 items), CI from a percentile bootstrap over items.
+    ``binary_seeds`` = (seeds of a, seeds of b) when the per-seed scores are 0/1 (sets the MDE's resolution).
+    A comparison of a system with an exact copy of itself gives diff 0, CI [0, 0] and p = 1.
+
+    Returns {"n", "n_clusters", "diff", "ci95", "p_value", "mde", "sd_diff", "mean_a", "mean_b", "test"}.
+    """
+    keys = sorted(set(a) & set(b))
+    if not keys:
+        raise ValueError("a and b share no items: nothing to compare")
+    x = np.array([float(a[k]) for k in keys])
+    y = np.array([float(b[k]) for k in keys])
+    d = x - y
+    n = int(d.size)
+    diff = float(d.mean())
+    sd = float(d.std(ddof=1)) if n > 1 else 0.0
+    single_binary = binary_seeds is not None and tuple(binary_seeds) == (1, 1)
+    u = _resolution(x, y, max(binary_seeds) if binary_seeds else None)
+    groups = None
+    if clusters is not None:
+        missing = [k for k in keys if k not in clusters]
+        if missing:
+            raise ValueError(f"clusters has no entry for items {missing[:5]}")
+        labels = sorted({clusters[k] for k in keys})
+        if len(labels) < n:
+            groups = labels
+    if groups is not None:
+        index = {lab: i for i, lab in enumerate(groups)}
+        sums, sizes = np.zeros(len(groups)), np.zeros(len(groups))
+        for k, dk in zip(keys, d):
+            sums[index[clusters[k]]] += dk
+            sizes[index[clusters[k]]] += 1
+        units = sums
+        ci = _boot_ci((sums, sizes), lambda s, m, axis: np.sum(s, axis=axis) / np.sum(m, axis=axis), paired=True,
+                      alpha=alpha, n_resamples=n_resamples, seed=seed)
+        p = _sign_flip_p(sums / n, seed)
+        g = len(groups)
+        resid = sums - diff * sizes            # cluster-robust (ratio estimator) standard error
+        se = float(math.sqrt(g / (g - 1) * np.sum(resid**2)) / n) if g > 1 else 0.0
+        test = f"cluster sign-flip permutation ({g} passages), cluster bootstrap CI"
+    else:
+        units = d
+        ci = _boot_ci((d,), lambda v, axis: np.mean(v, axis=axis), paired=False, alpha=alpha,
+                      n_resamples=n_resamples, seed=seed)
+        se = sd / math.sqrt(n)
+        if single_binary:
+            p = mcnemar(x, y, exact=True)["p_value"]
+            test = "exact McNemar, bootstrap CI"
+        else:
+            p = _sign_flip_p(d / n, seed)
+            test = "sign-flip permutation" + (" (exact)" if 2**n <= PERMUTATION_RESAMPLES else "") + ", bootstrap CI"
+    floor = math.sqrt(K_MIN) * u / n
+    mde = math.inf if units.size < K_MIN else Z_POWER * max(se, floor)
+    if diff == 0.0 and np.all(d == 0.0):
+        ci, p = [0.0, 0.0], 1.0
+    return {"n": n, "n_clusters": int(units.size), "diff": diff, "ci95": [float(ci[0]), float(ci[1])],
+            "p_value": float(p), "mde": float(mde), "sd_diff": sd, "mean_a": float(x.mean()),
+            "mean_b": float(y.mean()), "test": test}
+
+
+def paired_average_comparison(
+    per_benchmark: Mapping[str, tuple[Mapping[str, float], Mapping[str, float], int | None]],
+    *,
+    alpha: float = 0.05,
+    n_resamples: int = 9_999,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Unweighted mean over benchmarks of ``mean(a_k) - mean(b_k)`` (each benchmark counts once, as in the
+    paper's average drop), paired per item.
+
+    ``per_benchmark`` maps name -> (a items, b items, binary seeds or None). The statistic is a weighted sum of
+    per-item differences (weight 1 / (K n_k)); p from a sign-flip permutation of those weighted differences
+    (scipy.stats.permutation_test), CI from a bootstrap that resamples items within each benchmark
+    (scipy.stats.bootstrap over K independent samples), MDE from the stratified standard error
+    ``sqrt(sum_k se_k**2) / K`` with each se_k floored as in :func:`paired_comparison`.
+    Returns {"diff", "ci95", "p_value", "mde", "n", "n_items", "per_benchmark", "test"}.
+    """
+    names = _check_benchmarks(per_benchmark, "per_benchmark")
+    k = len(names)
+    diffs, per, n_items, var = [], {}, {}, 0.0
+    for name in names:
+        a, b, bs = per_benchmark[name]
+        keys = sorted(set(a) & set(b))
+        if not keys:
+            raise ValueError(f"benchmark {name}: the two sides share no items")
+        x = np.array([float(a[key]) for key in keys])
+        y = np.array([float(b[key]) for key in keys])
+        d = x - y
+        nk = d.size
+        sd = float(d.std(ddof=1)) if nk > 1 else 0.0
+        u = _resolution(x, y, bs)
+        se = max(sd / math.sqrt(nk), math.sqrt(K_MIN) * u / nk)
+        var += se * se
+        diffs.append(d)
+        per[name] = float(d.mean())
+        n_items[name] = int(nk)
+    diff = float(sum(per.values()) / k)
+    weighted = np.concatenate([d / (k * d.size) for d in diffs])
+    total = int(weighted.size)
+    if np.all(weighted == 0.0):
+        ci, p = [0.0, 0.0], 1.0
+    else:
+        ci = _boot_ci(tuple(diffs), lambda *xs, axis: np.mean([np.mean(v, axis=axis) for v in xs], axis=0),
+                      paired=False, alpha=alpha, n_resamples=n_resamples, seed=seed)
+        p = _sign_flip_p(weighted, seed)
+    mde = math.inf if total < K_MIN else Z_POWER * math.sqrt(var) / k
+    return {"diff": diff, "ci95": [float(ci[0]), float(ci[1])], "p_value": float(p), "mde": float(mde),
+            "n": total, "n_items": n_items, "per_benchmark": per,
+            "test": "sign-flip permutation over items (weighted by 1/(K n_k)), stratified bootstrap CI"}
+
+
+def verdict(diff: float, p: float, mde: float, *, better: str, worse: str, unit: str = "points",
+            scale: float = 100.0, alpha: float = 0.05) -> str:
+    """The wording rule of every comparison: a direction only when p < alpha, else how large an effect could
+    hide at this n."""
+    if p < alpha and diff != 0.0:
+        return better if diff > 0 else worse
+    if not math.isfinite(mde):
+        return "cannot tell at this n (too few items for any test to reach p < 0.05)"
+    return f"cannot tell at this n (an effect up to {scale * mde:.1f} {unit} could hide)"

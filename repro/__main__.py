@@ -8,6 +8,7 @@
   models    fetch / list models
   ls        list methods, tasks, presets, models, benchmarks
   validate  check result files against the schema
+  rescore   add reading metrics (official SQuAD EM/F1, containment, answer length) to stored cells
 """
 from __future__ import annotations
 
@@ -101,6 +102,17 @@ def cmd_validate(args) -> int:
             print("\n".join(problems))
     print(f"{len(paths) - bad}/{len(paths)} result files valid")
     return 1 if bad else 0
+
+
+def cmd_rescore(args) -> int:
+    from repro.rescore import rescore  # noqa: PLC0415
+
+    changed, total = rescore([Path(p) for p in args.paths], _data_dir(args))
+    if not total:
+        print(f"no result.json under {' '.join(args.paths)}", file=sys.stderr)
+        return 2
+    print(f"re-scored {changed}/{total} result files ({total - changed} already up to date)")
+    return 0
 
 
 # --- judge ---------------------------------------------------------------------------------------------------
@@ -402,6 +414,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("validate", help="check result files against the schema")
     sp.add_argument("paths", nargs="+", help="result.json files or folders to search")
     sp.set_defaults(func=cmd_validate)
+
+    sp = sub.add_parser("rescore", help="re-score stored cells: reading metrics from their stored responses",
+                        description=(
+        "For every result.json under PATH: compute from the stored responses the official SQuAD v1.1 exact match "
+        "and F1 (max over gold answers), containment of a gold alias and the answer length in words for each "
+        "reading task (squad, nq_open), record each item's passage (SQuAD title) for clustered comparisons, and "
+        "set each task's headline metric from the preset's recipe. Verdicts are left as they are; the items "
+        "file's sha256 is updated and a provenance.rescored record added. Idempotent."))
+    sp.add_argument("paths", nargs="+", help="result.json files or folders to search")
+    _data_dir_arg(sp)
+    sp.set_defaults(func=cmd_rescore)
     return p
 
 

@@ -23,7 +23,7 @@ from evals.tasks import get_task
 from evals.tasks.base import Split, Task
 from repro.cache import GenerationCache
 from repro.generate import DecodingParams, Generator, make_generator
-from repro.recipes import Recipe, config_hash
+from repro.recipes import Recipe, config_hash, headline_benchmarks, headline_metric
 from repro.store import (atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl,
                          remove_stale_temporaries)
 
@@ -77,7 +77,15 @@ class CellRunner:
             if getattr(t, "judge_kind", None) == "llm":
                 from evals.judges.llm import LLMJudge  # noqa: PLC0415
 
-                t.use_llm_judge(LLMJudge(self.base_generator()))   # the paper's judge is the base model itself
+                # The paper's judge is the base model itself (the default); `judge_model` names another one.
+                judge_model = settings.get("judge_model")
+                if judge_model and judge_model != self.recipe.model:
+                    g = self.gen_settings
+                    judge_gen = make_generator(judge_model, None, backend=g["backend"], cache=self.cache,
+                                               batch_size=g["batch_size"])
+                else:
+                    judge_gen = self.base_generator()
+                t.use_llm_judge(LLMJudge(judge_gen))
             self._tasks[name] = t
         return self._tasks[name]
 
@@ -217,14 +225,15 @@ class CellRunner:
         specs = [BenchmarkSpec(name=name, limit=(opts or {}).get("limit"), num_fewshot=(opts or {}).get("num_fewshot"))
                  for name, opts in ev["benchmarks"].items()]
         settings = {"specs": [vars(s) for s in specs], "seed": ev.get("benchmark_seed", 1234),
-                    "batch_size": ev.get("benchmark_batch_size", 8), "chat_template": ev.get("chat_template", False)}
+                    "batch_size": ev.get("benchmark_batch_size", 8), "chat_template": ev.get("chat_template", False),
+                    "kl_texts": int(ev.get("cross_domain_kl_texts", 0)), "items": "logp_correct-v1"}
         key = config_hash({"identity": generator.identity, **settings})
         path = self.bench_cache / f"{key}.json"
         if path.is_file():
             return read_json(path)
         out = evaluate_benchmarks(hf_model, generator.tokenizer, specs, data_dir=self.data_dir,
                                   seed=settings["seed"], batch_size=settings["batch_size"],
-                                  chat_template=settings["chat_template"])
+                                  chat_template=settings["chat_template"], kl_texts=settings["kl_texts"])
         atomic_write_json(path, out)
         return out
 
@@ -248,11 +257,8 @@ class CellRunner:
             from repro import models  # noqa: PLC0415
 
             hf_tuned, _ = models.load(self.recipe.model, adapter=adapter)
-        forgetting = None
-        if adapter is not None:
-            t0 = time.perf_counter()
-            forgetting = self._forgetting(cell, hf_tuned, tuned.tokenizer)
-            seconds["forgetting"] = time.perf_counter() - t0
+        for n in names:
+            scores[n]["headline_metric"] = headline_metric(self.recipe.tasks.get(n))
         t0 = time.perf_counter()
         general = self.benchmarks(tuned, hf_tuned)
         seconds["eval_general"] = time.perf_counter() - t0
@@ -261,8 +267,26 @@ class CellRunner:
             t0 = time.perf_counter()
             base_general = self.benchmarks(base, getattr(base, "model", None) or hf_tuned)
             seconds["eval_general_base"] = time.perf_counter() - t0
+        forgetting = None
+        if adapter is not None:
+            t0 = time.perf_counter()
+            forgetting = self._forgetting(cell, hf_tuned, tuned.tokenizer)
+            if base_general is not None:
+                forgetting["cross_domain"] = self._cross_domain_kl(hf_tuned, tuned.tokenizer, base_general)
+            seconds["forgetting"] = time.perf_counter() - t0
         return {"scores": scores, "forgetting": forgetting, "general": general, "base_general": base_general,
                 "seconds": seconds, "generator": tuned.describe()}
+
+    def _cross_domain_kl(self, hf_tuned: Any, tokenizer, base_general: dict) -> dict | None:
+        """KL(base||tuned) on texts of other domains: the headline benchmarks' first items (prompt + answer)."""
+        from evals.forgetting import kl_on_texts  # noqa: PLC0415
+
+        names = headline_benchmarks(self.recipe.evaluation)
+        texts = [t["text"] for n in names for t in (base_general.get("texts") or {}).get(n, [])]
+        if not texts:
+            return None
+        base_model = None if hasattr(hf_tuned, "disable_adapter") else self.base_generator().model
+        return {**kl_on_texts(hf_tuned, tokenizer, texts, base=base_model), "benchmarks": names}
 
     def _forgetting(self, cell: Cell, hf_tuned: Any, tokenizer) -> dict:
         from evals.forgetting import forgetting_signal  # noqa: PLC0415
@@ -276,8 +300,9 @@ class CellRunner:
                                              tag=f"{task.name}.predict.{task.template_version}",
                                              progress=self.progress)
         base_model = None if hasattr(hf_tuned, "disable_adapter") else self.base_generator().model
-        return forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
-                                 [task.gold_response(ex) for ex in exs], base=base_model)
+        return {**forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
+                                    [task.gold_response(ex) for ex in exs], base=base_model),
+                "scope": "in-task: held-out prompts of the cell's own task"}
 
     # --- the whole cell ---------------------------------------------------------------------------------------
     def run(self, cell: Cell) -> dict:

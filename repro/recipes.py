@@ -16,9 +16,13 @@ import yaml
 
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
-TASK_KEYS = {"train", "test", "max_new_tokens", "paraphrase_max_new_tokens", "judge", "eval_batch_size"}
+TASK_KEYS = {"train", "test", "max_new_tokens", "paraphrase_max_new_tokens", "judge", "eval_batch_size",
+             "headline_metric", "judge_model"}
+# The in-domain number a table leads with: the judge's accuracy, or (reading tasks) an official SQuAD metric.
+HEADLINE_METRICS = {"acc", "em", "f1", "containment"}
+READING_TASKS = {"squad", "nq_open"}
 EVAL_KEYS = {"cross_task", "forgetting_prompts", "benchmarks", "benchmark_batch_size", "chat_template",
-             "benchmark_seed"}
+             "benchmark_seed", "headline_benchmarks", "cross_domain_kl_texts"}
 
 
 @dataclass
@@ -97,6 +101,12 @@ def validate_recipe(r: Recipe) -> None:
         bad = set(settings or {}) - TASK_KEYS
         if bad:
             raise ValueError(f"{where}: tasks.{task} has unknown keys {sorted(bad)}; known: {sorted(TASK_KEYS)}")
+        metric = (settings or {}).get("headline_metric", "acc")
+        if metric not in HEADLINE_METRICS or (metric != "acc" and task not in READING_TASKS):
+            raise ValueError(f"{where}: tasks.{task}.headline_metric {metric!r}: 'acc' for any task, or one of "
+                             f"{sorted(HEADLINE_METRICS - {'acc'})} for the reading tasks {sorted(READING_TASKS)}")
+        if (settings or {}).get("judge_model") and (settings or {}).get("judge") != "llm":
+            raise ValueError(f"{where}: tasks.{task}.judge_model needs judge: llm")
     for m in r.methods:
         if m not in method_ids():
             raise ValueError(f"{where}: unknown method {m!r}; known: {method_ids()}")
@@ -106,9 +116,27 @@ def validate_recipe(r: Recipe) -> None:
     cross = r.evaluation.get("cross_task", True)
     if not isinstance(cross, bool) and not (isinstance(cross, list) and set(cross) <= set(r.tasks)):
         raise ValueError(f"{where}: evaluation.cross_task must be true, false or a list of the recipe's tasks")
+    headline = r.evaluation.get("headline_benchmarks")
+    if headline is not None and not set(headline) <= set(r.evaluation.get("benchmarks") or {}):
+        raise ValueError(f"{where}: evaluation.headline_benchmarks {headline} must be among evaluation.benchmarks")
     TrainConfig.from_dict({k: v for k, v in r.train.items() if k != "seed"})
     if not r.seeds or not all(isinstance(s, int) for s in r.seeds):
         raise ValueError(f"{where}: seeds must be a non-empty list of integers")
+
+
+def headline_benchmarks(evaluation: dict) -> list[str]:
+    """The benchmarks whose mean drop is the headline average (the paper's four): the recipe's
+    ``evaluation.headline_benchmarks``, else the registry's ``headline`` flags among the recipe's benchmarks."""
+    from evals.general import BENCHMARKS  # noqa: PLC0415
+
+    names = list(evaluation.get("benchmarks") or {})
+    given = evaluation.get("headline_benchmarks")
+    return list(given) if given is not None else [n for n in names if n in BENCHMARKS and BENCHMARKS[n].headline]
+
+
+def headline_metric(task_settings: dict | None) -> str:
+    """The metric a task's in-domain column leads with (recipe ``tasks.<t>.headline_metric``; default: judge acc)."""
+    return (task_settings or {}).get("headline_metric", "acc")
 
 
 def config_hash(obj: Any) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from repro.recipes import headline_benchmarks
 from repro.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -24,9 +25,11 @@ def benchmark_items(general: dict, name: str) -> dict[Any, float]:
     return out
 
 
-def compute_drops(base: dict, tuned: dict, *, seed: int = 0) -> dict:
-    """Tuned minus base per benchmark (negative = forgetting) with paired-bootstrap CIs, and the unweighted average
-    over benchmarks (the paper's "average drop", sign flipped: the paper reports base - tuned as a positive drop)."""
+def compute_drops(base: dict, tuned: dict, *, seed: int = 0, headline: list[str] | None = None) -> dict:
+    """Tuned minus base per benchmark (negative = forgetting) with paired-bootstrap CIs, the unweighted average
+    over every benchmark (the extended average) and over the headline benchmarks (the paper's four: its "average
+    drop", which the paper reports with the opposite sign, base - tuned), and per benchmark the mean change of
+    log p(correct choice), tuned - base (a continuous per-item measure; negative = the model moved away)."""
     from evals.stats import average_drop, drop_with_uncertainty  # noqa: PLC0415
 
     per, paired = {}, {}
@@ -40,9 +43,22 @@ def compute_drops(base: dict, tuned: dict, *, seed: int = 0) -> dict:
         bi, ti = [b[k] for k in keys], [t[k] for k in keys]
         d = drop_with_uncertainty(bi, ti, seed=seed)
         per[name] = {"metric": metric, "base": sum(bi) / len(bi), "tuned": sum(ti) / len(ti), **d}
+        lb, lt = _logp_items(base, name), _logp_items(tuned, name)
+        if lb and lt and set(lb) == set(lt):
+            shift = [lt[k] - lb[k] for k in keys]
+            per[name]["logp_correct_shift"] = {"mean": sum(shift) / len(shift), "n": len(shift)}
         paired[name] = (bi, ti)
+    head = [n for n in (headline or []) if n in paired]
     return {"sign": "tuned - base (negative = forgetting)", "per_benchmark": per,
-            "average_drop": average_drop(paired, seed=seed) if paired else None}
+            "average_drop": average_drop(paired, seed=seed) if paired else None,
+            "headline_benchmarks": head,
+            "headline_average_drop": average_drop({n: paired[n] for n in head}, seed=seed) if head else None}
+
+
+def _logp_items(general: dict, name: str) -> dict[Any, float]:
+    """doc key -> log p(correct choice), when every item has one (results before this measure have none)."""
+    vals = {s["key"]: s.get("logp_correct") for s in general["samples"][name]}
+    return {} if any(v is None for v in vals.values()) else vals
 
 
 def _strip(score: dict) -> dict:
@@ -71,7 +87,8 @@ def assemble_result(runner: "CellRunner", cell: "Cell", summary: dict | None, ta
 
     drops = None
     if general is not None and ev["base_general"] is not None:
-        drops = compute_drops(ev["base_general"], general, seed=cell.seed)
+        drops = compute_drops(ev["base_general"], general, seed=cell.seed,
+                              headline=headline_benchmarks(recipe.evaluation))
 
     wall: dict[str, float] = {}
     if summary is not None:
@@ -103,7 +120,8 @@ def assemble_result(runner: "CellRunner", cell: "Cell", summary: dict | None, ta
                  "config_hash": runner.cell_hash(cell)},
         "in_domain": _strip(scores[cell.task]),
         "cross_task": {n: _strip(s) for n, s in scores.items()},
-        "generalization": ({k: v for k, v in general.items() if k != "samples"} if general is not None else None),
+        "generalization": ({k: v for k, v in general.items() if k not in ("samples", "texts")}
+                           if general is not None else None),
         "drops": drops,
         "forgetting_signal": ev["forgetting"],
         "targets": ({**summary, "reused_from_earlier_seed": targets_reused} if summary is not None else None),

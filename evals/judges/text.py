@@ -58,3 +58,36 @@ def judge_match(response: str, golds: Sequence[str]) -> Verdict:
             return Verdict(True, f"contains {gold!r}", gold)
     shown = ", ".join(repr(g) for g, _ in aliases[:3]) + (" ..." if len(aliases) > 3 else "")
     return Verdict(False, f"no gold alias found ({shown})", None)
+
+
+# --- the field's reading metrics (official SQuAD v1.1 evaluation script, reported beside the judge) ------------------
+READING_METRICS_VERSION = "squad-v1.1-official"
+
+
+def exact_match_score(prediction: str, gold: str) -> float:
+    """SQuAD v1.1 exact match: 1.0 when the normalised strings are equal."""
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def f1_score(prediction: str, gold: str) -> float:
+    """SQuAD v1.1 token F1 between normalised prediction and gold (bag of tokens, as the official script)."""
+    from collections import Counter  # noqa: PLC0415
+
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    common = Counter(pred) & Counter(ref)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def reading_scores(response: str, golds: Sequence[str]) -> dict[str, float]:
+    """Per-item reading metrics: official EM and F1 (max over gold answers), containment of a gold alias (this
+    suite's lenient judge), and the answer's length in words (what containment rewards)."""
+    if not golds:
+        raise ValueError("no gold answers to score against")
+    return {"em": max(exact_match_score(response, g) for g in golds),
+            "f1": max(f1_score(response, g) for g in golds),
+            "contains": float(judge_match(response, golds).correct),
+            "answer_words": float(len(response.split()))}

@@ -77,6 +77,16 @@ class Task:
     def gold_response(self, ex: dict) -> str:
         raise NotImplementedError
 
+    def item_metrics(self, ex: dict, response: str) -> dict[str, float]:
+        """Per-item metrics reported beside the judge's verdict (reading tasks: official EM/F1, containment,
+        answer length). Empty for tasks whose judge is the field's metric."""
+        return {}
+
+    def cluster(self, ex: dict) -> str | None:
+        """The group an item shares with others (SQuAD: its passage title): comparisons resample and permute
+        whole clusters, since items on one passage are not independent. None = items are independent."""
+        return None
+
     def question_text(self, ex: dict) -> str:
         """The question as shown to an LLM judge."""
         return self.predict_messages(ex)[-1]["content"]

@@ -67,5 +67,8 @@ class ReadingTask(Task):
         return self._llm.judge_many([self.question_text(ex) for ex in examples], list(responses),
                                     [" / ".join(ex["answers"][:5]) for ex in examples], progress=progress)
 
+    def item_metrics(self, ex: dict, response: str) -> dict[str, float]:
+        return match_judge.reading_scores(response, ex["answers"])
+
     def describe(self) -> dict:
         return {**super().describe(), "judge": self.judge_kind}

@@ -67,5 +67,8 @@ class SQuAD(ReadingTask):
         return user(PREDICT.format(title=ex["title"].replace("_", " "), context=ex["context"],
                                    question=ex["question"]))
 
+    def cluster(self, ex: dict) -> str | None:
+        return ex["title"]
+
     def question_text(self, ex: dict) -> str:
         return ex["question"]
