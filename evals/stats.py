@@ -521,7 +521,8 @@ def aggregate_seeds(values: Sequence[float]) -> dict[str, Any]:
 #     se >= sqrt(K_MIN) * u / n
 # K_MIN = 6 is the fewest same-direction changes an exact two-sided sign test can call significant at 0.05
 # (2 * 0.5**6 = 0.031; five give 0.0625), and u the smallest per-item change the scores can show: 1 / seeds for
-# 0/1 scores averaged over seeds, otherwise the sd of the pooled per-item scores. The floor makes the MDE about
+# 0/1 scores averaged over seeds; for continuous scores no floor (u = 0) unless the differences have no spread
+# at all, then the sd of the pooled per-item scores. The floor makes the MDE about
 # K_MIN * u / n, the exact test's own limit. Where even K_MIN changes are impossible (fewer than K_MIN items or
 # clusters), no effect is detectable at all: MDE = inf.
 Z_POWER = float(_sps.norm.ppf(0.975) + _sps.norm.ppf(0.80))
@@ -541,10 +542,12 @@ def seed_means(per_seed: Sequence[Mapping[str, float]]) -> dict[str, float]:
     return {k: float(sum(float(s[k]) for s in per_seed) / len(per_seed)) for k in sorted(keys)}
 
 
-def _resolution(x: np.ndarray, y: np.ndarray, binary_seeds: int | None) -> float:
+def _resolution(x: np.ndarray, y: np.ndarray, binary_seeds: int | None, sd_diff: float) -> float:
+    """The per-item unit of the MDE floor: one seed's flip of a 0/1 score; for continuous scores no floor unless
+    the differences have no spread at all (then the spread of the scores themselves)."""
     if binary_seeds:
         return 1.0 / binary_seeds
-    return float(np.concatenate([x, y]).std())
+    return 0.0 if sd_diff > 0.0 else float(np.concatenate([x, y]).std())
 
 
 def _boot_ci(data: tuple, statistic, *, paired: bool, alpha: float, n_resamples: int, seed: int) -> list[float]:
@@ -605,7 +608,7 @@ def paired_comparison(
     diff = float(d.mean())
     sd = float(d.std(ddof=1)) if n > 1 else 0.0
     single_binary = binary_seeds is not None and tuple(binary_seeds) == (1, 1)
-    u = _resolution(x, y, max(binary_seeds) if binary_seeds else None)
+    u = _resolution(x, y, max(binary_seeds) if binary_seeds else None, sd)
     groups = None
     if clusters is not None:
         missing = [k for k in keys if k not in clusters]
@@ -662,12 +665,13 @@ def paired_average_comparison(
     per-item differences (weight 1 / (K n_k)); p from a sign-flip permutation of those weighted differences
     (scipy.stats.permutation_test), CI from a bootstrap that resamples items within each benchmark
     (scipy.stats.bootstrap over K independent samples), MDE from the stratified standard error
-    ``sqrt(sum_k se_k**2) / K`` with each se_k floored as in :func:`paired_comparison`.
+    ``sqrt(sum_k se_k**2) / K``, the se of 0/1 benchmarks floored as in :func:`paired_comparison` (continuous
+    ones unfloored unless no benchmark has any spread).
     Returns {"diff", "ci95", "p_value", "mde", "n", "n_items", "per_benchmark", "test"}.
     """
     names = _check_benchmarks(per_benchmark, "per_benchmark")
     k = len(names)
-    diffs, per, n_items, var = [], {}, {}, 0.0
+    diffs, per, n_items, var, floors = [], {}, {}, 0.0, []
     for name in names:
         a, b, bs = per_benchmark[name]
         keys = sorted(set(a) & set(b))
@@ -678,9 +682,11 @@ def paired_average_comparison(
         d = x - y
         nk = d.size
         sd = float(d.std(ddof=1)) if nk > 1 else 0.0
-        u = _resolution(x, y, bs)
+        # continuous benchmarks get no floor here (the 0/1 benchmarks of the average set it); see below
+        u = 1.0 / bs if bs else 0.0
         se = max(sd / math.sqrt(nk), math.sqrt(K_MIN) * u / nk)
         var += se * se
+        floors.append(float(np.concatenate([x, y]).std()) / nk)
         diffs.append(d)
         per[name] = float(d.mean())
         n_items[name] = int(nk)
@@ -693,6 +699,8 @@ def paired_average_comparison(
         ci = _boot_ci(tuple(diffs), lambda *xs, axis: np.mean([np.mean(v, axis=axis) for v in xs], axis=0),
                       paired=False, alpha=alpha, n_resamples=n_resamples, seed=seed)
         p = _sign_flip_p(weighted, seed)
+    if var == 0.0:   # only continuous benchmarks, no spread in any difference: floor at the scores' own spread
+        var = K_MIN * sum(f * f for f in floors)
     mde = math.inf if total < K_MIN else Z_POWER * math.sqrt(var) / k
     return {"diff": diff, "ci95": [float(ci[0]), float(ci[1])], "p_value": float(p), "mde": float(mde),
             "n": total, "n_items": n_items, "per_benchmark": per,
