@@ -268,3 +268,15 @@ def test_gold_responses_are_judged_correct(data_dir, name):
             if not v.correct:
                 failures.append((ex["id"], ex.get("answers"), v.reason))
     assert not failures, failures
+
+
+def test_official_squad_metrics():
+    from evals.judges.text import exact_match_score, f1_score, reading_scores  # noqa: PLC0415
+
+    # the official script's normalisation: case, punctuation and articles do not count
+    assert exact_match_score("The Denver Broncos!", "denver broncos") == 1.0
+    assert f1_score("Denver Broncos won", "Denver Broncos") == pytest.approx(0.8)   # P 2/3, R 1
+    assert f1_score("no overlap", "Denver") == 0.0
+    r = reading_scores("The regatta predates The Game by 23 years.", ["23 years", "twenty-three years"])
+    assert r == {"em": 0.0, "f1": pytest.approx(2 * (2 / 6) * 1 / (2 / 6 + 1)), "contains": 1.0, "answer_words": 8.0}
+    assert reading_scores("23 years", ["twenty", "23 years"])["em"] == 1.0   # max over gold answers

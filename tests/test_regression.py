@@ -276,3 +276,169 @@ def test_paper_reference() -> None:
     assert ref["task_map"]["NQ"]["ours"] == "nq_open" and "squad" in ref["task_map"]["NQ"]["also_shown_beside"]
     # and paper_tables.py reads it: the paper's NQ column goes beside both nq_open and squad
     assert paper_tables.PAPER_DATASET["nq_open"] == paper_tables.PAPER_DATASET["squad"] == "NQ"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The tables' statistics, recomputed from the committed items (independently of paper_tables' own helpers)
+# ----------------------------------------------------------------------------------------------------------------
+def md_rows(path: Path) -> list[dict[str, str]]:
+    """The body rows of the (first) Markdown pipe table in a file, as header -> cell text."""
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.startswith("|")]
+    heads = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(heads, (c.strip() for c in ln.strip("|").split("|")))) for ln in lines[2:]]
+
+
+def _cells(preset: str) -> dict[tuple[str, str], list[tuple[dict, list[dict]]]]:
+    out: dict[tuple[str, str], list] = {}
+    for p in committed_results():
+        doc = json.loads(p.read_text())
+        if doc["cell"]["preset"] == preset:
+            out.setdefault((doc["cell"]["task"], doc["cell"]["method"]), []).append((doc, _items(p, doc)))
+    for v in out.values():
+        v.sort(key=lambda di: di[0]["cell"]["seed"])
+    return out
+
+
+def _bench(items: list[dict], bench: str, metric: str) -> dict[str, float]:
+    return {it["key"]: float(it[metric]) for it in items if it["kind"] == "benchmark" and it["benchmark"] == bench}
+
+
+def _fmt(x: float, digits: int) -> str:
+    return f"{round(100 * x, digits) + 0.0:+.{digits}f}"
+
+
+def _digits(x: float) -> int:
+    import math  # noqa: PLC0415
+
+    v = abs(100 * x)
+    return 1 if v == 0.0 or round(v, 1) != 0.0 else min(8, 1 - int(math.floor(math.log10(v))))
+
+
+_TABLE_PRESETS = [p for p in _COMMITTED_PRESETS if (RESULTS / "tables" / p / "comparisons.md").is_file()]
+_NO_TABLES = [pytest.param(None, marks=pytest.mark.skip(reason="no committed tables"))]
+
+
+@pytest.mark.parametrize("preset", _TABLE_PRESETS or _NO_TABLES)
+def test_table3_shares_recomputed_from_items(preset: str) -> None:
+    """Each target's source is the first accepted candidate in S3FT's priority (own answer, paraphrase, gold)."""
+    cells = _cells(preset)
+    rows = md_rows(RESULTS / "tables" / preset / "table3_targets.md")
+    assert rows
+    for row in rows:
+        per_seed = []
+        for doc, items in cells[(row["task"], row["method"])]:
+            counts = {"model": 0, "paraphrase": 0, "gold": 0}
+            cands = [it for it in items if it["kind"] == "candidates"]
+            for c in cands:
+                counts[next(s for s in ("model", "paraphrase", "gold") if c["accepted"].get(s))] += 1
+            assert counts == {s: doc["targets"]["sources"][s]["count"] for s in counts}, (row, counts)
+            per_seed.append({s: counts[s] / len(cands) for s in counts})
+        for s, col in (("model", "model %"), ("paraphrase", "paraphrase %"), ("gold", "gold %")):
+            shown = float(row[col].split(" ")[0])
+            assert shown == pytest.approx(round(100 * sum(x[s] for x in per_seed) / len(per_seed), 1), abs=1e-9)
+
+
+@pytest.mark.parametrize("preset", _TABLE_PRESETS or _NO_TABLES)
+def test_headline_average_drops_recomputed(preset: str) -> None:
+    """Table 4's paper-four and extended average drops (paper sign) = mean over benchmarks of base − seed-mean
+    tuned, from the items; the paper-four set is exactly MMLU, TruthfulQA mc2, HellaSwag, WinoGrande."""
+    from evals.general import BENCHMARKS  # noqa: PLC0415
+
+    assert {b for b, v in BENCHMARKS.items() if v.headline} == {"mmlu", "truthfulqa_mc2", "hellaswag", "winogrande"}
+    cells = _cells(preset)
+    rows = md_rows(RESULTS / "tables" / preset / "table4_generalization.md")
+    head_col = next(h for h in rows[0] if h.startswith("paper-four avg drop"))
+    ext_col = next(h for h in rows[0] if h.startswith("extended avg drop"))
+    checked = 0
+    for row in rows:
+        key = (row["fine-tuned on"], row["method"])
+        if key not in cells or not cells[key][0][0].get("drops"):
+            continue
+        base_doc, base_items = cells[(key[0], "base")][0]
+        prim = base_doc["generalization"]["primary_metric"]
+        drops = {}
+        for bench, metric in prim.items():
+            m = metric.split(",")[0]
+            z = _bench(base_items, bench, m)
+            tuned = [_bench(items, bench, m) for _, items in cells[key]]
+            drops[bench] = sum(z[k] - sum(t[k] for t in tuned) / len(tuned) for k in z) / len(z)
+        head = [b for b in prim if BENCHMARKS[b].headline]
+        for col, names in ((head_col, head), (ext_col, list(prim))):
+            avg = sum(drops[b] for b in names) / len(names)
+            assert row[col].split(" ")[0] == _fmt(avg, _digits(avg)), (key, col, row[col], avg)
+        checked += 1
+    assert checked
+
+
+@pytest.mark.parametrize("preset", _TABLE_PRESETS or _NO_TABLES)
+def test_comparison_rows_recomputed(preset: str) -> None:
+    """Every row of comparisons.md (effect, CI bounds, p) recomputed from the committed items with evals.stats."""
+    from evals.stats import paired_average_comparison, paired_comparison, seed_means  # noqa: PLC0415
+
+    cells = _cells(preset)
+    rows = md_rows(RESULTS / "tables" / preset / "comparisons.md")
+    field = {"accuracy": "correct", "F1": "f1", "EM": "em", "containment": "contains"}
+    checked = 0
+    for row in rows:
+        if row["p"] == "—":
+            continue
+        t = row["task"]
+        a, b = row["A vs B"].split(" vs ")
+        A, B = cells[(t, a)], cells[(t, b)]
+        measure = row["measure"]
+        if measure.startswith("in-domain"):
+            f = field[measure.split(" ")[1]]
+            per = lambda cs: [{it["id"]: float(it[f]) for it in items if it["kind"] == "task"  # noqa: E731
+                               and it["task"] == t} for _, items in cs]
+            clusters = {it["id"]: it["cluster"] for _, items in A + B for it in items
+                        if it["kind"] == "task" and "cluster" in it} or None
+            binary = f in ("correct", "em", "contains")
+            r = paired_comparison(seed_means(per(A)), seed_means(per(B)), clusters=clusters, seed=0,
+                                  binary_seeds=(len(A), len(B)) if binary else None)
+        else:
+            base_doc, base_items = cells[(t, "base")][0]
+            prim = base_doc["generalization"]["primary_metric"]
+            from evals.general import BENCHMARKS  # noqa: PLC0415
+
+            names = [n for n in prim if BENCHMARKS[n].headline] if measure.startswith("paper-four") else list(prim)
+            per_b = {}
+            for n in names:
+                m = prim[n].split(",")[0]
+                sa = [_bench(items, n, m) for _, items in A]
+                sb = [_bench(items, n, m) for _, items in B]
+                bin_ = all(v in (0.0, 1.0) for d in sa + sb for v in d.values())
+                per_b[n] = (seed_means(sb), seed_means(sa), max(len(sa), len(sb)) if bin_ else None)
+            r = paired_average_comparison(per_b, seed=0)
+        d = _digits(r["diff"])
+        expected = f"{_fmt(r['diff'], d)} [{_fmt(r['ci95'][0], d)}, {_fmt(r['ci95'][1], d)}]"
+        assert row["A − B [95% CI]"] == expected, (t, a, b, measure)
+        p = r["p_value"]
+        assert row["p"] == (f"{p:.3f}" if p >= 0.001 else "<0.001"), (t, a, b, measure)
+        # the wording rule: a direction only with p < 0.05, and never for an effect of +0.0
+        if p >= 0.05:
+            assert row["reading"].startswith("cannot tell at this n"), row
+        assert not (expected.startswith(("+0.0 ", "-0.0 ")) and p < 0.05), row
+        checked += 1
+    assert checked == len([r for r in rows if r["p"] != "—"]) > 0
+
+
+@pytest.mark.parametrize("preset", _TABLE_PRESETS or _NO_TABLES)
+def test_relabelled_copy_of_a_cell_gives_zero_and_p1(preset: str) -> None:
+    """A model compared with an exact copy of itself: every comparison row has difference 0, CI [0, 0], p = 1."""
+    import copy  # noqa: PLC0415
+
+    cells = paper_tables.load_cells(RESULTS, preset)
+    task = next(t for t in ("squad", "gsm8k", "mbpp") if any(c.task == t and c.method == "sft" for c in cells))
+    sft = [c for c in cells if c.task == task and c.method == "sft"]
+    copies = []
+    for c in sft:   # the same cell under another method's name: s3ft vs sft compares sft with itself
+        doc = copy.deepcopy(c.doc)
+        doc["cell"]["method"] = "s3ft"
+        copies.append(paper_tables.Cell(c.path, doc))
+    base = [c for c in cells if c.task == task and c.method == "base"]
+    g = paper_tables.Grid(preset, base + sft + copies, json.loads(PAPER_REFERENCE.read_text()))
+    rows = [r for r in paper_tables.comparison_rows(g) if r["kind"] != "none"]
+    assert {(r["a"], r["b"]) for r in rows} == {("s3ft", "sft")} and len(rows) >= 3
+    for r in rows:
+        assert r["diff"] == 0.0 and r["ci95"] == [0.0, 0.0] and r["p_value"] == 1.0, r["measure"]
+        assert r["verdict"].startswith("cannot tell at this n")

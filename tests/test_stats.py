@@ -332,3 +332,75 @@ def test_outputs_are_plain_python_types():
                 assert all(type(x) is float for x in v)
     lo, hi = S.bootstrap_ci(a, n_resamples=100)
     assert type(lo) is float and type(hi) is float
+
+
+# ---------------------------------------------------------------- design-respecting comparisons
+def test_seed_means_averages_per_item_over_common_items():
+    assert S.seed_means([{"a": 1, "b": 0, "c": 1}, {"a": 0, "b": 0}]) == {"a": 0.5, "b": 0.0}
+    with pytest.raises(ValueError):
+        S.seed_means([])
+
+
+def test_paired_comparison_copy_is_zero_and_p1():
+    a = {str(i): float(i % 3 == 0) for i in range(30)}
+    for kw in ({"binary_seeds": (1, 1)}, {"binary_seeds": (2, 2)}, {},
+               {"clusters": {k: str(int(k) // 4) for k in a}}):
+        r = S.paired_comparison(a, dict(a), **kw)
+        assert (r["diff"], r["ci95"], r["p_value"]) == (0.0, [0.0, 0.0], 1.0), kw
+        assert 0 < r["mde"] < 1
+
+
+def test_paired_comparison_single_seed_binary_is_exact_mcnemar():
+    a = {str(i): 1.0 for i in range(10)}
+    b = {str(i): 0.0 if i < 8 else 1.0 for i in range(10)}   # 8 discordant, all one way
+    r = S.paired_comparison(a, b, binary_seeds=(1, 1))
+    assert r["test"].startswith("exact McNemar")
+    assert r["p_value"] == pytest.approx(2 * 0.5**8)
+    assert r["diff"] == pytest.approx(0.8)
+
+
+def test_paired_comparison_sign_flip_is_exact_for_small_n():
+    # 10 items, 7 positive and 3 zero differences: exact two-sided p = 2 * 2**3 / 2**10 ... = 2 / 2**7
+    a = {str(i): 0.5 if i < 7 else 0.0 for i in range(10)}
+    b = {str(i): 0.0 for i in range(10)}
+    r = S.paired_comparison(a, b, binary_seeds=(2, 2))
+    assert "exact" in r["test"] and r["p_value"] == pytest.approx(2 / 2**7)
+
+
+def test_paired_comparison_clusters_are_the_unit():
+    # 4 passages x 5 items, every item +1: only 4 units, so no sign-flip test can reach p < 0.05 (min p = 2/16)
+    a = {str(i): 1.0 for i in range(20)}
+    b = {str(i): 0.0 for i in range(20)}
+    r = S.paired_comparison(a, b, clusters={str(i): str(i // 5) for i in range(20)})
+    assert r["n_clusters"] == 4 and r["p_value"] == pytest.approx(0.125)
+    assert r["mde"] == float("inf")   # fewer than K_MIN units: nothing detectable
+    assert "cannot tell" in S.verdict(r["diff"], r["p_value"], r["mde"], better="x", worse="y")
+    with pytest.raises(ValueError):
+        S.paired_comparison(a, b, clusters={"0": "p"})
+
+
+def test_mde_formula_and_floor():
+    rng = np.random.default_rng(1)
+    a = {str(i): float(v) for i, v in enumerate(rng.normal(size=100))}
+    b = {str(i): float(v) for i, v in enumerate(rng.normal(size=100))}
+    r = S.paired_comparison(a, b)
+    assert r["mde"] == pytest.approx(S.Z_POWER * r["sd_diff"] / 10)
+    assert S.Z_POWER == pytest.approx(1.959964 + 0.841621, abs=1e-5)
+    same = {str(i): 1.0 for i in range(50)}
+    r = S.paired_comparison(same, dict(same), binary_seeds=(1, 1))   # sd 0: floor sqrt(6) * 1 / n
+    assert r["mde"] == pytest.approx(S.Z_POWER * math.sqrt(S.K_MIN) / 50)
+
+
+def test_paired_average_comparison_weights_each_benchmark_once():
+    big = ({str(i): 1.0 for i in range(100)}, {str(i): 0.0 for i in range(100)}, 1)   # +1 on every item
+    small = ({"x": 0.0, "y": 0.0}, {"x": 0.0, "y": 0.0}, 1)
+    r = S.paired_average_comparison({"big": big, "small": small})
+    assert r["diff"] == pytest.approx(0.5) and r["p_value"] < 1e-3 and r["n"] == 102
+    copy = S.paired_average_comparison({"big": (big[0], big[0], 1), "small": small})
+    assert (copy["diff"], copy["ci95"], copy["p_value"]) == (0.0, [0.0, 0.0], 1.0)
+
+
+def test_verdict_wording():
+    assert S.verdict(0.1, 0.01, 0.05, better="A forgets less", worse="A forgets more") == "A forgets less"
+    assert S.verdict(-0.1, 0.01, 0.05, better="b", worse="w") == "w"
+    assert S.verdict(0.1, 0.2, 0.123, better="b", worse="w") == "cannot tell at this n (an effect up to 12.3 points could hide)"
