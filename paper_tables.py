@@ -508,7 +508,8 @@ def table4(g: Grid) -> Table:
             return effect_ci_txt(r["diff"], r["ci95"])
 
         logp = "—"
-        if head and all(c.has_bench_field(b, "logp_correct") for c in withd + [base] for b in head):
+        if head and withd and base is not None and all(c.has_bench_field(b, "logp_correct")
+                                                        for c in withd + [base] for b in head):
             has_logp = True
             shifts = {b: (bench_seed_means(withd, b, "logp_correct")[0], bench_seed_means([base], b,
                                                                                             "logp_correct")[0], None)

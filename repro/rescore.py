@@ -41,12 +41,12 @@ def rescore_result(path: Path, data_dir: Path | None, *, splits: dict) -> bool:
     with gzip.open(items_path, "rt", encoding="utf-8") as f:
         items = [json.loads(line) for line in f if line.strip()]
     tasks = _recipe_tasks(doc["cell"]["preset"], doc["provenance"].get("recipe", {}))
-    changed = []
+    changed: list[tuple[str, str]] = []
     for name, score in doc["cross_task"].items():
         metric = headline_metric(tasks.get(name))
         if score.get("headline_metric") != metric:
             score["headline_metric"] = metric
-            changed.append(f"{name}: headline metric {metric}")
+            changed.append((name, "headline"))
         task = get_task(name, **({"judge": score["task"]["judge"]} if "judge" in score["task"] else {}))
         key = (name, score["task"].get("judge", ""))
         if key not in splits:
@@ -58,11 +58,11 @@ def rescore_result(path: Path, data_dir: Path | None, *, splits: dict) -> bool:
             extra = item_extras(task, splits[key][it["id"]], it["response"])
             if any(it.get(k) != v for k, v in extra.items()):
                 it.update(extra)
-                changed.append(f"{name}: item metrics")
+                changed.append((name, "item"))
         reading = summarise_reading(recs)
         if reading is not None and score.get("reading") != reading:
             score["reading"] = reading
-            changed.append(f"{name}: reading metrics")
+            changed.append((name, "reading"))
     if not changed:
         return False
     doc["in_domain"] = {**doc["in_domain"], **{k: doc["cross_task"][doc["cell"]["task"]][k]
@@ -75,7 +75,7 @@ def rescore_result(path: Path, data_dir: Path | None, *, splits: dict) -> bool:
     doc["provenance"]["rescored"] = {
         "command": "python -m repro rescore", "git_hash": git["git_hash"], "git_dirty": git["git_dirty"],
         "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-        "what": sorted(set(c.split(":")[0] + ":" + c.split(":")[1].split(" ")[1] for c in changed)),
+        "what": sorted({f"{task}:{part}" for task, part in changed}),   # headline metric, item metrics, reading
         "note": "reading metrics and passages computed from the stored responses; verdicts, scores and the "
                 "original provenance unchanged"}
     atomic_write_json(path, doc)

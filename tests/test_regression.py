@@ -210,6 +210,32 @@ def test_smoke_results_schema_and_rejudge(smoke_results: Path, data_dir: Path) -
     assert {"base", "sft", "s3ft"} <= methods
 
 
+def test_smoke_results_record_new_forgetting_measures(smoke_results: Path) -> None:
+    """New runs record, beside accuracy drops: log p(correct) per benchmark item, the cross-domain KL (labelled
+    apart from the in-task KL), the paper-four average drop, and reading metrics with passages for SQuAD."""
+    paths = [p for p in find_results(smoke_results) if not OUTPUT_DIRS & set(p.relative_to(smoke_results).parts)]
+    trained = 0
+    for p in paths:
+        doc = json.loads(p.read_text())
+        items = _items(p, doc)
+        bench = [it for it in items if it["kind"] == "benchmark"]
+        assert bench and all(isinstance(it.get("logp_correct"), float) for it in bench), p
+        if doc["cross_task"].get("squad"):
+            sq = doc["cross_task"]["squad"]
+            assert sq["headline_metric"] == "f1" and set(sq["reading"]) >= {"em", "f1", "containment", "answer_words"}
+            assert all("cluster" in it and "f1" in it for it in items if it["kind"] == "task" and it["task"] == "squad")
+        fs = doc["forgetting_signal"]
+        if fs is None:
+            continue
+        trained += 1
+        assert fs["scope"].startswith("in-task")
+        cd = fs["cross_domain"]
+        assert cd["benchmarks"] == ["hellaswag"] and cd["n_texts"] == 2 and cd["kl_base_tuned_per_token"] >= 0
+        assert doc["drops"]["headline_benchmarks"] == ["hellaswag"] and doc["drops"]["headline_average_drop"]
+        assert all("logp_correct_shift" in d for d in doc["drops"]["per_benchmark"].values())
+    assert trained >= 4
+
+
 def test_smoke_tables_deterministic(smoke_results: Path, tmp_path: Path) -> None:
     out1 = render(smoke_results, tmp_path / "a")
     render(smoke_results, tmp_path / "b")
