@@ -117,8 +117,11 @@ class CellRunner:
 
     def task_settings_hash(self, name: str) -> str:
         t = self.task(name)
-        return config_hash({"settings": self.recipe.tasks[name], "task": t.describe(), "data_seed":
-                            self.recipe.data_seed})
+        # which metric a table leads with changes no artefact: kept out of the hash, so targets and adapters stay
+        settings = self.recipe.tasks[name]
+        if isinstance(settings, dict) and "headline_metric" in settings:
+            settings = {k: v for k, v in settings.items() if k != "headline_metric"}
+        return config_hash({"settings": settings, "task": t.describe(), "data_seed": self.recipe.data_seed})
 
     def targets_hash(self, cell: Cell) -> str:
         return config_hash({"model": self.recipe.model, "task": self.task_settings_hash(cell.task),
