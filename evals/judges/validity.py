@@ -45,13 +45,15 @@ _FINAL_LINE = re.compile(r"(?:####|the (?:final )?answer is)[^\n]*$", re.IGNOREC
 
 
 def intermediate_results(gsm8k_answer: str) -> set:
-    """The distinct results of a GSM8K gold solution's calculator marks ("<<48/2=24>>" -> 24), as exact rationals."""
+    """The distinct results of a GSM8K gold solution's calculator marks ("<<48/2=24>>" -> 24), as exact rationals,
+    without the final answer (which the judge already checks): the steps a restatement of the answer drops."""
     out = set()
     for mark in _CALC.findall(gsm8k_answer):
         value = normalize_number(mark.rsplit("=", 1)[-1])
         if value is not None:
             out.add(value)
-    return out
+    final = normalize_number(gsm8k_answer.rsplit("####", 1)[-1]) if "####" in gsm8k_answer else None
+    return out - {final}
 
 
 def numbers_in(text: str) -> set:

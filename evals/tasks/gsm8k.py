@@ -12,6 +12,7 @@ from pathlib import Path
 from evals.data import DataError, Field, Source, load_source
 from evals.judges import Verdict
 from evals.judges.numeric import JUDGE_VERSION, gold_answer, judge_numeric
+from evals.judges.validity import VALIDITY_VERSION, gsm8k_invalid
 from evals.tasks.base import Split, Task, user
 
 _FIELDS = (Field("question", str, nonempty=True), Field("answer", str, nonempty=True))
@@ -35,6 +36,7 @@ class GSM8K(Task):
     description = "GSM8K grade-school math; judge: final numeric answer equality"
     template_version = "gsm8k-v1"
     judge_version = JUDGE_VERSION
+    validity_version = VALIDITY_VERSION
     inline_fields = (Field("answer", str, nonempty=True),)
     max_new_tokens = 320
     paraphrase_max_new_tokens = 384
@@ -67,3 +69,8 @@ class GSM8K(Task):
 
     def judge(self, ex: dict, response: str) -> Verdict:
         return judge_numeric(response, gold_answer(ex["answer"]))
+
+    def paraphrase_invalid(self, ex: dict, text: str, verdict: Verdict) -> str | None:
+        """A paraphrase must carry the solution: its intermediate results, at a length comparable to gold, and
+        not as a copy of gold (evals.judges.validity)."""
+        return gsm8k_invalid(text, ex["answer"], self.gold_response(ex))
