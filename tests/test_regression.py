@@ -218,7 +218,7 @@ def test_smoke_tables_deterministic(smoke_results: Path, tmp_path: Path) -> None
     presets = sorted({json.loads(p.read_text())["cell"]["preset"] for p in find_results(smoke_results)})
     for preset in presets:
         manifest = json.loads(a[f"tables/{preset}/MANIFEST.json"])
-        expected = {f"tables/{preset}/{n}.{ext}" for n in ("table2_in_domain", "table3_targets",
+        expected = {f"tables/{preset}/{n}.{ext}" for n in ("table1_logp", "table2_in_domain", "table3_targets",
                                                             "table4_generalization", "comparisons", "cross_task",
                                                             "forgetting_signal", "cost") for ext in ("md", "tex")}
         expected |= {f"figures/{preset}/{n}.png" for n in ("fig2_logp_hist", "gain_vs_drop", "cross_task_heatmap")}
@@ -233,6 +233,7 @@ def test_smoke_tables_deterministic(smoke_results: Path, tmp_path: Path) -> None
         assert any(v in t2 for v in ("40.3", "22.2", "64.7")), "the paper's base row is missing from Table 2"
         assert f"Preset: {preset}" in t2 and "Commits:" in t2 and "Hardware:" in t2
     assert "### Table 2: in-domain accuracy" in out1 and "### Table 3" in out1   # Markdown echoed
+    assert "### Table 1: log p" in out1 and "own answer judge-accepted" in out1
 
 
 def test_empty_results_dir(tmp_path: Path) -> None:
@@ -276,3 +277,40 @@ def test_paper_reference() -> None:
     assert ref["task_map"]["NQ"]["ours"] == "nq_open" and "squad" in ref["task_map"]["NQ"]["also_shown_beside"]
     # and paper_tables.py reads it: the paper's NQ column goes beside both nq_open and squad
     assert paper_tables.PAPER_DATASET["nq_open"] == paper_tables.PAPER_DATASET["squad"] == "NQ"
+
+
+def _fake_cell(method: str, candidates: list[dict]) -> "paper_tables.Cell":
+    prov = {"model": {"name": "m", "fingerprint": "f" * 12}, "git_hash": "abc", "git_dirty": False,
+            "date": "2026-01-01T00:00:00+00:00", "hardware": {"cpu_count": 2, "cpu": "x"}}
+    cell = paper_tables.Cell(Path(f"/nowhere/{method}/result.json"),
+                             {"cell": {"preset": "p", "task": "mbpp", "method": method, "seed": 0},
+                              "cross_task": {}, "generalization": None, "provenance": prov})
+    cell.__dict__["items"] = [{"kind": "candidates", **c} for c in candidates]   # the cached_property's slot
+    return cell
+
+
+def test_table1_compares_accepted_candidates_on_the_same_examples() -> None:
+    def lp(s):
+        return {"sum": s, "per_token": s / 10, "n_tokens": 10}
+
+    s3ft = _fake_cell("s3ft", [
+        {"id": "a", "logp": {"gold": lp(-80), "model": lp(-30)}, "accepted": {"gold": True, "model": True}},
+        {"id": "b", "logp": {"gold": lp(-60), "model": lp(-5), "paraphrase": lp(-40)},
+         "accepted": {"gold": True, "model": False, "paraphrase": True}},
+        {"id": "c", "logp": {"gold": lp(-90), "model": lp(-1)}, "accepted": {"gold": True, "model": False}}])
+    sdft = _fake_cell("sdft", [
+        {"id": "a", "logp": {"gold": lp(-80), "paraphrase": lp(-50)}, "accepted": {"gold": True, "paraphrase": True}},
+        {"id": "c", "logp": {"gold": lp(-90), "paraphrase": lp(-70)}, "accepted": {"gold": True, "paraphrase": False}}])
+    ref = json.loads(paper_tables.PAPER_REFERENCE.read_text())
+    t = paper_tables.table1(paper_tables.Grid("p", [s3ft, sdft], ref))
+    rows = {r[1]: r for r in t.rows}
+    own = rows["own answer judge-accepted"]
+    assert own[2] == "1" and own[3] == "-80.00" and own[4] == "—" and own[5] == "-30.00"   # example a only
+    assert own[9].startswith("gold -84.32")                                                 # the paper beside it
+    para = rows["paraphrase accepted"]                                                      # a (sdft) and b (s3ft)
+    assert para[2] == "2" and para[3] == "-70.00" and para[4] == "-45.00"
+    both = rows["both accepted"]
+    assert both[2] == "1" and (both[3], both[4], both[5]) == ("-80.00", "-50.00", "-30.00")
+    extra = rows["extra: all scored outputs, any verdict"]
+    assert extra[2] == "3 / 3 / 3" and extra[5] == "-5.00"        # every own answer, rejected ones included
+    assert any("predate the truncation" in n for n in t.notes)   # these records carry no finish reason
