@@ -314,3 +314,29 @@ def test_table1_compares_accepted_candidates_on_the_same_examples() -> None:
     extra = rows["extra: all scored outputs, any verdict"]
     assert extra[2] == "3 / 3 / 3" and extra[5] == "-5.00"        # every own answer, rejected ones included
     assert any("predate the truncation" in n for n in t.notes)   # these records carry no finish reason
+
+
+def test_smoke_cells_keep_an_auditable_copy_of_their_targets(smoke_results: Path) -> None:
+    """Each trained cell's folder holds its targets and every candidate (text, verdict, reason, finish reason),
+    matching the result's Table 3 counts, within the size budget; no truncated candidate is a target."""
+    import gzip  # noqa: PLC0415
+
+    checked = 0
+    for p in find_results(smoke_results):
+        doc = json.loads(p.read_text())
+        if OUTPUT_DIRS & set(p.relative_to(smoke_results).parts) or doc["targets"] is None:
+            continue
+        audit = doc["targets_audit"]
+        assert audit["bytes"] <= audit["budget_bytes"], p
+        with gzip.open(p.parent / audit["path"], "rt", encoding="utf-8") as f:
+            records = [json.loads(line) for line in f]
+        assert len(records) == audit["n_examples"] == doc["targets"]["n_examples"]
+        for source, share in doc["targets"]["sources"].items():
+            assert sum(r["target_source"] == source for r in records) == share["count"], (p, source)
+        for r in records:
+            for source, c in r["candidates"].items():
+                assert {"text", "verdict", "accepted", "reason", "rejected_by", "finish_reason"} <= set(c)
+                if c["finish_reason"] == "length":
+                    assert not c["accepted"] and r["target_source"] != source and c["rejected_by"] == "truncated"
+        checked += 1
+    assert checked >= 4
