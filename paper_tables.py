@@ -47,6 +47,7 @@ BENCH_ORDER = ["mmlu", "mmlu_5shot", "truthfulqa_mc1", "truthfulqa_mc2", "hellas
 PAPER_DATASET = {"gsm8k": "GSM8K", "mbpp": "MBPP", "nq_open": "NQ", "squad": "NQ"}
 COMPARISONS = [("s3ft", "sft"), ("s3ft", "sdft"), ("ssr", "sft")]
 SOURCES = ["model", "paraphrase", "gold"]
+T1_COLUMNS = ["gold", "paraphrase", "model"]   # Table 1's column order: the reference first, the model's own last
 BOOT_SEED = 0   # every bootstrap in the tables uses this seed, so tables are reproducible
 DPI = 120
 
@@ -331,6 +332,77 @@ def table2(g: Grid) -> Table:
     if any(c.skipped for c in used):
         notes.append("† training skipped (the method kept no training targets): the row is the untrained base model.")
     return Table("table2_in_domain", "Table 2: in-domain score (headline metric per task)", headers, rows, used, notes)
+
+
+def candidate_logps(g: Grid, task: str) -> dict[str, dict[str, dict]]:
+    """id -> source -> {"logp": {...}, "accepted": bool} for one task's training examples, merged over the
+    methods' cells of the lowest seed (candidates come from one shared cache, so a source's text, verdict and log p
+    are the same in every method that has it: S3FT paraphrases only where its own answer failed, SDFT everywhere)."""
+    merged: dict[str, dict[str, dict]] = {}
+    for m in g.methods:
+        cells = g.group(task, m)
+        if not cells:
+            continue
+        for it in cells[0].candidates():
+            for s, lp in it.get("logp", {}).items():
+                merged.setdefault(it["id"], {}).setdefault(
+                    s, {"logp": lp, "accepted": bool(it.get("accepted", {}).get(s, s == "gold"))})
+    return merged
+
+
+def _med(xs: list[float]) -> str:
+    import statistics  # noqa: PLC0415
+
+    return f"{statistics.median(xs):.2f}" if xs else "—"
+
+
+def table1(g: Grid) -> Table:
+    """Table 1 / Figure 2 as the paper means them: on the same training examples, log p under the base model of the
+    gold answer, the accepted paraphrase and the judge-accepted own answer; plus the all-outputs view, labelled."""
+    ref = g.ref["table1_mbpp_example_logp"]
+    headers = ["task", "examples", "n", "gold sum", "paraphrase sum", "own sum", "gold /tok", "paraphrase /tok",
+               "own /tok", "paper (1 MBPP example, sum)"]
+    rows, used, legacy = [], [], False
+    subsets = [("own answer judge-accepted", ("gold", "model")),
+               ("paraphrase accepted", ("gold", "paraphrase")),
+               ("both accepted", ("gold", "paraphrase", "model"))]
+    for t in g.tasks:
+        merged = candidate_logps(g, t)
+        if not merged:
+            continue
+        used += [cs[0] for m in g.methods if (cs := g.group(t, m)) and cs[0].candidates()]
+        paper = (f"gold {ref['gold']}, own correct {ref['own_correct_response']}" if t == "mbpp" else "—")
+        for label, need in subsets:
+            ids = sorted(i for i, c in merged.items()
+                         if all(s in c and (s == "gold" or c[s]["accepted"]) for s in need))
+            vals = {s: ([merged[i][s]["logp"]["sum"] for i in ids], [merged[i][s]["logp"]["per_token"] for i in ids])
+                    if s in need else ([], []) for s in T1_COLUMNS}
+            rows.append([t, label, str(len(ids)), *(_med(vals[s][0]) for s in T1_COLUMNS),
+                         *(_med(vals[s][1]) for s in T1_COLUMNS), paper if label.startswith("own") else "—"])
+        allv = {s: [c[s]["logp"] for c in merged.values() if s in c] for s in T1_COLUMNS}
+        rows.append([t, "extra: all scored outputs, any verdict",
+                     " / ".join(str(len(allv[s])) for s in T1_COLUMNS),
+                     *(_med([v["sum"] for v in allv[s]]) for s in T1_COLUMNS),
+                     *(_med([v["per_token"] for v in allv[s]]) for s in T1_COLUMNS), "—"])
+        legacy |= any("finish_reason" not in it for cs in (g.group(t, m) for m in g.methods) if cs
+                      for it in cs[0].candidates())
+    notes = ["Medians of log p(response | prompt) under the base model, summed over the response tokens and per "
+             "token (end-of-turn token included, the chat template applied), on the training examples where the "
+             "named candidates exist and were accepted - the same examples in every column of a row. n = examples.",
+             "own = the base model's greedy answer that the task's judge accepted; paraphrase = its rewrite of gold "
+             "that the judge, the banned-phrase filter and (new runs) the validity and truncation checks accepted.",
+             "Candidates are merged over the methods of a task (lowest seed): S3FT paraphrases only where its own "
+             "answer failed, so paraphrase rows come mostly from SDFT's cell, which paraphrases every example.",
+             "extra: every scored candidate whatever its verdict, n per source (gold / paraphrase / own) - the view "
+             "earlier versions called Table 1; truncated candidates are not scored in new runs.",
+             f"Paper: Table 1 [V] is one MBPP training example under {ref['model']}: gold {ref['gold']}, its own "
+             f"correct response {ref['own_correct_response']} (measure not reported; we assume the sum)."]
+    if legacy:
+        notes.append("These results predate the truncation and validity rules (their candidate records carry no "
+                     "finish reason): an 'accepted' candidate here may be cut off at the token cap or, on GSM8K, a "
+                     "bare restatement of the answer; rerun the preset for the current rules.")
+    return Table("table1_logp", "Table 1: log p under the base model of gold, accepted paraphrase and accepted own "
+                 "answer", headers, rows, used, notes)
 
 
 def table3(g: Grid) -> Table:
@@ -811,16 +883,18 @@ def fig_logp(g: Grid, path: Path) -> None:
     import numpy as np  # noqa: PLC0415
 
     plt = _plt()
-    tasks = [t for t in g.tasks if any(c.candidates() for c in g.group(t, "s3ft"))]
+    merged = {t: candidate_logps(g, t) for t in g.tasks}
+    tasks = [t for t in g.tasks if merged[t]]
     fig, axes = plt.subplots(max(1, len(tasks)), 2, figsize=(10, 3.2 * max(1, len(tasks))), squeeze=False)
     colors = {"gold": "tab:red", "paraphrase": "tab:orange", "model": "tab:blue"}
     t1 = g.ref["table1_mbpp_example_logp"]
     for i, t in enumerate(tasks):
-        cell = g.group(t, "s3ft")[0]   # lowest seed: later seeds reuse the same targets, pooling would double-count
-        cands = cell.candidates()
+        # gold of every training example; paraphrases and own answers only where accepted (the paper's Figure 2)
+        cands = list(merged[t].values())
         for j, (key, label) in enumerate((("sum", "log p (sum over tokens)"), ("per_token", "log p per token"))):
             ax = axes[i][j]
-            vals = {s: np.array([c["logp"][s][key] for c in cands if s in c["logp"]], dtype=float) for s in SOURCES}
+            vals = {s: np.array([c[s]["logp"][key] for c in cands if s in c and c[s]["accepted"]], dtype=float)
+                    for s in SOURCES}
             allv = np.concatenate([v for v in vals.values() if v.size] or [np.zeros(1)])
             edges = np.histogram_bin_edges(allv, bins=20)
             for s in ("gold", "paraphrase", "model"):
@@ -829,7 +903,7 @@ def fig_logp(g: Grid, path: Path) -> None:
                              else {"histtype": "stepfilled", "alpha": 0.35})
                     ax.hist(vals[s], bins=edges, color=colors[s], **style,
                             label=f"{s} (n={vals[s].size}, median {np.median(vals[s]):.2f})")
-            ax.set_title(f"{t} (seed {cell.seed}): {label}", fontsize=9)
+            ax.set_title(f"{t}: {label} (accepted candidates)", fontsize=9)
             ax.set_xlabel(label, fontsize=8)
             ax.set_ylabel("training examples", fontsize=8)
             ax.legend(fontsize=7)
@@ -837,8 +911,9 @@ def fig_logp(g: Grid, path: Path) -> None:
                 ax.text(0.01, 0.97, f"paper Table 1 (one MBPP example): gold {t1['gold']}, own "
                         f"{t1['own_correct_response']}", transform=ax.transAxes, fontsize=6.5, va="top")
     if not tasks:
-        axes[0][0].text(0.5, 0.5, "no s3ft candidates in this preset", ha="center")
-    fig.suptitle(f"Figure 2: log p of gold / paraphrase / own answers under the base model ({g.preset})", fontsize=10)
+        axes[0][0].text(0.5, 0.5, "no scored candidates in this preset", ha="center")
+    fig.suptitle(f"Figure 2: log p under the base model of gold, accepted paraphrases and judge-accepted own answers "
+                 f"({g.preset})", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
 
@@ -926,7 +1001,7 @@ def render_preset(preset: str, cells: list[Cell], ref: dict, out: Path,
     tdir, fdir = out / "tables" / preset, out / "figures" / preset
     tdir.mkdir(parents=True, exist_ok=True)
     cross, labels, accs, deltas = table_cross_task(g)
-    tables = [table2(g), table3(g), table4(g), table_comparisons(g), cross, table_forgetting(g), table_cost(g)]
+    tables = [table1(g), table2(g), table3(g), table4(g), table_comparisons(g), cross, table_forgetting(g), table_cost(g)]
     written = []
     for tb in tables:
         md = tb.markdown()
@@ -952,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Regenerate the S3FT paper's tables (Markdown + LaTeX) and figures (PNG) from result files, "
                     "beside the paper's published values (results/paper_reference.json). Reads JSON only.",
         epilog="Outputs: <out>/tables/<preset>/*.md, *.tex, MANIFEST.json and <out>/figures/<preset>/*.png. "
-               "Tables: Table 2 (in-domain accuracy), Table 3 (target sources), Table 4 (generalization drops), "
+               "Tables: Table 1 (log p of gold / accepted paraphrase / accepted own answer), Table 2 (in-domain accuracy), Table 3 (target sources), Table 4 (generalization drops), "
                "paired comparisons, cross-task matrix, forgetting signal, cost. Figures: Figure 2 (log p "
                "histograms), in-domain gain vs average drop, cross-task heatmap.")
     ap.add_argument("--results", type=Path, default=REPO / "results",

@@ -8,7 +8,16 @@ predictions, and an interrupted build picks up where it stopped.
 Artefacts in the output folder:
   targets.jsonl          the training set: id, prompt (chat messages), target, source in {model, paraphrase, gold}
   candidates.jsonl       every example's candidates with verdicts and log p under the base model (Table 1 / Fig. 2)
-  targets_summary.json   counts and shares per source (Table 3), acceptance rates, log-p summary, stage timings
+  targets_summary.json   counts and shares per source (Table 3), acceptance rates, rejections counted by reason,
+                         log-p summary, stage timings, the versions of the checks that decided acceptance
+
+A candidate is accepted only if (in this order; the first failure is its `rejected_by`):
+  truncated   it did not stop on the token cap (finish_reason != "length"): a cut-off text is never a target, for any
+              method, and no end-of-turn token is ever appended to one (it is not scored either)
+  judge       the task's judge accepts it
+  filter      (paraphrases) SDFT's banned-phrase filter passes it (evals.judges.filters)
+  validity    (paraphrases) the task's validity check passes it (evals.judges.validity: GSM8K keeps the solution's
+              intermediate results at a length comparable to gold and is no copy of it; MBPP is a complete function)
 """
 from __future__ import annotations
 
@@ -28,15 +37,24 @@ from repro.generate import DecodingParams, Generator
 from repro.store import atomic_write_json, atomic_write_jsonl
 
 SOURCES = ("model", "paraphrase", "gold")
+#: The stages that can reject a candidate, in the order they are applied.
+REJECTION_STAGES = ("truncated", "judge", "filter", "validity")
+TRUNCATION_RULE = "reject-finish-length-v1"    # part of the target-stage hash, with the filter and validity versions
 
 
 @dataclass
 class Candidate:
     source: str                  # "model" | "paraphrase" | "gold"
     text: str
-    accepted: bool               # judged correct (and, for paraphrases, clean); gold is always accepted
-    reason: str
-    finish_reason: str | None = None
+    accepted: bool               # judged correct, not truncated (and, for paraphrases, clean and valid); gold always
+    reason: str                  # the judge's reason when accepted; otherwise why it was rejected
+    finish_reason: str | None = None   # "eos" | "stop" | "length" (hit the token cap); None for gold
+    verdict: bool | None = None  # the judge's own decision, whatever rejected the candidate afterwards
+    rejected_by: str | None = None     # one of REJECTION_STAGES, None when accepted
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
 
 
 @dataclass
@@ -94,12 +112,19 @@ class TargetContext:
         self.seconds["judge"] += time.perf_counter() - t0
         cands = []
         for ex, out, v in zip(examples, outs, verdicts):
-            accepted, reason = v.correct, v.reason
-            if source == "paraphrase" and accepted:
+            cand = Candidate(source, out.text, True, v.reason, out.finish_reason, v.correct)
+            if out.finish_reason == "length":
+                cand.rejected_by, cand.reason = "truncated", f"truncated at {out.n_output_tokens} tokens"
+            elif not v.correct:
+                cand.rejected_by = "judge"
+            elif source == "paraphrase":
                 rejection = paraphrase_rejection(out.text)
+                invalid = None if rejection else self.task.paraphrase_invalid(ex, out.text, v)
                 if rejection:
-                    accepted, reason = False, f"filtered: {rejection}"
-            cand = Candidate(source, out.text, accepted, reason, out.finish_reason)
+                    cand.rejected_by, cand.reason = "filter", f"filtered: {rejection}"
+                elif invalid:
+                    cand.rejected_by, cand.reason = "validity", f"invalid: {invalid}"
+            cand.accepted = cand.rejected_by is None
             self.seen[ex["id"]][source] = cand
             cands.append(cand)
         return cands
@@ -112,15 +137,28 @@ class TargetContext:
     def paraphrases(self, examples: Sequence[dict]) -> list[Candidate]:
         """The base model's rewrites of the gold answers (question + gold in the prompt), judged and filtered."""
         return self._judged("paraphrase", examples, [self.task.paraphrase_messages(ex) for ex in examples],
-                            self.paraphrase_params, f"{self.task.name}.paraphrase.{self.task.template_version}")
+                            self.paraphrase_params, self.task.paraphrase_tag)
 
     def gold(self, ex: dict) -> Candidate:
-        cand = Candidate("gold", self.task.gold_response(ex), True, "gold")
+        cand = Candidate("gold", self.task.gold_response(ex), True, "gold", verdict=True)
         self.seen[ex["id"]]["gold"] = cand
         return cand
 
     def target(self, ex: dict, cand: Candidate) -> TargetRecord:
+        if cand.truncated or not cand.accepted:
+            raise ValueError(f"{ex['id']}: a {cand.source} candidate rejected as {cand.rejected_by!r} cannot be a "
+                             "training target")
         return TargetRecord(ex["id"], self.task.train_messages(ex), cand.text, cand.source)
+
+    def check_versions(self) -> dict:
+        return check_versions(self.task)
+
+
+def check_versions(task: Task) -> dict:
+    """The versions of every rule that decides acceptance: recorded with each build and part of the target-stage
+    hash (repro.cell), so changing a rule, a threshold or the paraphrase prompt makes built targets stale."""
+    return {"filter": FILTER_VERSION, "validity": task.validity_version, "truncation": TRUNCATION_RULE,
+            "paraphrase_prompt": task.paraphrase_tag}
 
 
 def _logp_stats(values: list[dict]) -> dict:
@@ -142,29 +180,44 @@ def summarize(method_id: str, ctx: TargetContext, records: list[TargetRecord], c
     for source in ("model", "paraphrase"):
         cands = [c[source] for c in ctx.seen.values() if source in c]
         if cands:
+            by_stage = Counter(c.rejected_by for c in cands if not c.accepted)
             acceptance[source] = {
                 "generated": len(cands), "accepted": sum(c.accepted for c in cands),
                 "rate": sum(c.accepted for c in cands) / len(cands),
-                "truncated": sum(c.finish_reason == "length" for c in cands),
+                "truncated": sum(c.truncated for c in cands),
+                "truncated_share": sum(c.truncated for c in cands) / len(cands),
+                # what the judge alone would have accepted (the acceptance before the truncation/validity rules)
+                "judge_accepted": sum(bool(c.verdict) for c in cands),
+                "rejected_by": {k: by_stage.get(k, 0) for k in REJECTION_STAGES},
+                "rejections": dict(sorted(Counter(_reason_kind(c.reason) for c in cands
+                                                  if not c.accepted).items())),
                 "top_rejections": Counter(_reason_kind(c.reason) for c in cands if not c.accepted).most_common(5)}
     logp: dict[str, Any] = {}
+    scored = [{s: v for s, v in c["candidates"].items() if "logp" in v} for c in candidates]   # truncated: unscored
     for source in SOURCES:
-        vals = [c["candidates"][source]["logp"] for c in candidates if source in c["candidates"]]
-        logp[source] = _logp_stats(vals)
+        logp[source] = _logp_stats([c[source]["logp"] for c in scored if source in c])
         if source != "gold":
-            logp[f"{source}_accepted"] = _logp_stats([c["candidates"][source]["logp"] for c in candidates
-                                                      if source in c["candidates"]
-                                                      and c["candidates"][source]["accepted"]])
-    both = [c for c in candidates if "model" in c["candidates"] and "gold" in c["candidates"]]
+            logp[f"{source}_accepted"] = _logp_stats([c[source]["logp"] for c in scored
+                                                      if source in c and c[source]["accepted"]])
+    by_id = {c["id"]: s for c, s in zip(candidates, scored)}
+    target_tokens = [by_id[r.id][r.source]["logp"]["n_tokens"] for r in records
+                     if r.source in by_id.get(r.id, {})]
+    gold_tokens = [c["gold"]["logp"]["n_tokens"] for c in scored if "gold" in c]
+    lengths = {"target_tokens_median": statistics.median(target_tokens) if target_tokens else None,
+               "gold_tokens_median": statistics.median(gold_tokens) if gold_tokens else None,
+               "target_tokens_total": sum(target_tokens), "n": len(target_tokens),
+               "note": "response tokens under the chat template, end-of-turn included"}
+    both = [c for c in scored if "model" in c and "gold" in c]
     if both:
-        diffs = [c["candidates"]["model"]["logp"]["sum"] - c["candidates"]["gold"]["logp"]["sum"] for c in both]
+        diffs = [c["model"]["logp"]["sum"] - c["gold"]["logp"]["sum"] for c in both]
         logp["model_minus_gold"] = {"n": len(diffs), "mean_sum_diff": statistics.fmean(diffs),
                                     "share_model_higher": sum(d > 0 for d in diffs) / len(diffs)}
     return {
         "method": method_id, "task": ctx.task.describe(), "filter_version": FILTER_VERSION,
+        "checks": ctx.check_versions(),
         "n_examples": n, "n_targets": len(records), "dropped": n - len(records),
         "dropped_share": (n - len(records)) / n if n else 0.0,
-        "sources": sources, "acceptance": acceptance, "logp": logp,
+        "sources": sources, "acceptance": acceptance, "logp": logp, "lengths": lengths,
         "decoding": {"predict": ctx.predict_params.to_dict(), "paraphrase": ctx.paraphrase_params.to_dict()},
         "generator": ctx._generator.describe() if ctx._generator else None,
         "generation_stats": ctx.generation_stats(),
@@ -190,13 +243,20 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
     for r in records:
         if not r.target.strip():
             raise ValueError(f"method {method_id} produced an empty target for {r.id}")
+        cand = ctx.seen.get(r.id, {}).get(r.source)
+        if cand is not None and (cand.truncated or not cand.accepted):   # a method that bypassed ctx.target
+            raise ValueError(f"method {method_id} made a rejected ({cand.rejected_by}) {r.source} candidate the "
+                             f"target of {r.id}")
     by_id = {ex["id"]: ex for ex in ctx.examples}
     if score and method.TRAINS:
         for ex in ctx.examples:             # gold log p is the reference every summary compares against
-            ctx.seen[ex["id"]].setdefault("gold", Candidate("gold", ctx.task.gold_response(ex), True, "gold"))
+            ctx.seen[ex["id"]].setdefault("gold", Candidate("gold", ctx.task.gold_response(ex), True, "gold",
+                                                             verdict=True))
     items, where = [], []
     for ex_id, cands in ctx.seen.items():
         for source, cand in cands.items():
+            if cand.truncated:      # scoring appends end-of-turn, which a cut-off text never had: not scored
+                continue
             items.append((ctx.task.train_messages(by_id[ex_id]), cand.text))
             where.append((ex_id, source))
     logps: dict[tuple[str, str], dict] = {}
@@ -217,6 +277,7 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
         cands = ctx.seen.get(ex["id"], {})
         candidates.append({"id": ex["id"], "candidates": {
             s: {"text": c.text, "accepted": c.accepted, "reason": c.reason, "finish_reason": c.finish_reason,
+                "verdict": c.verdict, "rejected_by": c.rejected_by,
                 **({"logp": logps[(ex["id"], s)]} if (ex["id"], s) in logps else {})}
             for s, c in cands.items()}})
     ctx.seconds["total"] = time.perf_counter() - t_start
@@ -226,3 +287,26 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
     atomic_write_jsonl(out_dir / "candidates.jsonl", candidates)
     atomic_write_json(out_dir / "targets_summary.json", summary)   # written last: its presence marks completion
     return summary
+
+
+#: Size budget of one cell's targets audit (gzip JSONL). Estimated for the largest cell the suite runs (paper GSM8K,
+#: 7,473 examples x three candidates of ~1 KB, gzip ~4x): ~5 MiB. mini cells measure 10-40 KB.
+AUDIT_BUDGET_BYTES = 8 * 1024 * 1024
+
+
+def audit_records(targets_dir: Path) -> list[dict]:
+    """One record per training example: which candidate became its target (or none: self_only drops examples), and
+    every candidate's text, judge verdict, acceptance, reason, rejecting stage and finish reason - enough to check
+    Table 3 and each target without rerunning. Joined from a build's targets.jsonl and candidates.jsonl."""
+    from repro.store import read_jsonl  # noqa: PLC0415
+
+    targets = {r["id"]: r for r in read_jsonl(targets_dir / "targets.jsonl")}
+    out = []
+    for c in read_jsonl(targets_dir / "candidates.jsonl"):
+        t = targets.get(c["id"])
+        out.append({"id": c["id"], "target_source": t["source"] if t else None,
+                    "target": t["target"] if t and t["source"] not in c["candidates"] else None,
+                    "candidates": {s: {k: v.get(k) for k in ("text", "verdict", "accepted", "reason", "rejected_by",
+                                                             "finish_reason")}
+                                   for s, v in c["candidates"].items()}})
+    return out

@@ -124,8 +124,11 @@ class CellRunner:
         return config_hash({"settings": settings, "task": t.describe(), "data_seed": self.recipe.data_seed})
 
     def targets_hash(self, cell: Cell) -> str:
+        from methods.targets import check_versions  # noqa: PLC0415
+
         return config_hash({"model": self.recipe.model, "task": self.task_settings_hash(cell.task),
-                            "method": cell.method, "generation": self.gen_settings})
+                            "method": cell.method, "generation": self.gen_settings,
+                            "checks": check_versions(self.task(cell.task))})
 
     def train_config(self, cell: Cell):
         from methods.train import TrainConfig  # noqa: PLC0415
@@ -327,8 +330,23 @@ class CellRunner:
         data = jsonl_bytes(items, compress=True)
         atomic_write_bytes(out / "items.jsonl.gz", data)
         result["items"]["sha256"] = hashlib.sha256(data).hexdigest()
+        result["targets_audit"] = self._write_audit(cell, out) if summary is not None else None
         atomic_write_json(out / "result.json", result)     # last: its presence marks the cell done
         return result
+
+
+    def _write_audit(self, cell: Cell, out: Path) -> dict:
+        """The cell's targets and every candidate, compressed beside its result (README: Outputs, size budget)."""
+        from methods.targets import AUDIT_BUDGET_BYTES, audit_records  # noqa: PLC0415
+
+        records = audit_records(self.paths(cell)["targets"])
+        data = jsonl_bytes(records, compress=True)
+        atomic_write_bytes(out / "targets_audit.jsonl.gz", data)
+        if len(data) > AUDIT_BUDGET_BYTES:
+            log.warning("%s: targets audit is %d bytes, over the %d-byte budget", cell.label, len(data),
+                        AUDIT_BUDGET_BYTES)
+        return {"path": "targets_audit.jsonl.gz", "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
+                "n_examples": len(records), "budget_bytes": AUDIT_BUDGET_BYTES}
 
 
 def _adapter_sha(folder: Path) -> str | None:

@@ -187,6 +187,7 @@ class HFGenerator(Generator):
         eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else self.tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         self.eos_ids.add(self.tokenizer.eos_token_id)
+        self.eos_ids |= _end_of_turn_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
 
     def _generate(self, texts: list[str], params: DecodingParams) -> list[Generation]:
@@ -252,7 +253,8 @@ class VLLMGenerator(Generator):
         from vllm import SamplingParams  # noqa: PLC0415
 
         sp = SamplingParams(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-                            stop=list(params.stop) or None, seed=params.seed)
+                            stop=list(params.stop) or None, seed=params.seed,
+                            stop_token_ids=sorted(_end_of_turn_ids(self.tokenizer)) or None)
         prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
         outs = self.llm.generate(prompts, sp, lora_request=self.lora, use_tqdm=False)
         results = []
@@ -262,6 +264,17 @@ class VLLMGenerator(Generator):
                       "length": "length"}.get(c.finish_reason, c.finish_reason)
             results.append(Generation(c.text, len(o.prompt_token_ids), len(c.token_ids), finish))
         return results
+
+
+def _end_of_turn_ids(tokenizer) -> set[int]:
+    """The token the chat template ends a reply with: generation stops on it, because training ends on it
+    (repro.chat). Empty where the template cannot be aligned (training on it raises; generating is still fine)."""
+    from repro.chat import TemplateAlignmentError, end_of_turn_id  # noqa: PLC0415
+
+    try:
+        return {end_of_turn_id(tokenizer)}
+    except TemplateAlignmentError:
+        return set()
 
 
 def vllm_available() -> bool:

@@ -83,7 +83,9 @@ def assemble_result(runner: "CellRunner", cell: "Cell", summary: dict | None, ta
         for c in load_candidates(runner.paths(cell)["targets"] / "candidates.jsonl"):
             items.append({"kind": "candidates", "id": c["id"],
                           "logp": {s: v["logp"] for s, v in c["candidates"].items() if "logp" in v},
-                          "accepted": {s: v["accepted"] for s, v in c["candidates"].items()}})
+                          "accepted": {s: v["accepted"] for s, v in c["candidates"].items()},
+                          "finish_reason": {s: v.get("finish_reason") for s, v in c["candidates"].items()},
+                          "rejected_by": {s: v.get("rejected_by") for s, v in c["candidates"].items()}})
 
     drops = None
     if general is not None and ev["base_general"] is not None:

@@ -177,7 +177,12 @@ def test_reject_all_builds_exactly_the_gold_targets(reject_all_targets):
     # the summary says why: every own answer / paraphrase was rejected by the judge
     s3ft = reject_all_targets["s3ft"][0]
     assert s3ft["acceptance"]["model"]["accepted"] == 0 and s3ft["acceptance"]["model"]["generated"] == 6
-    assert s3ft["acceptance"]["model"]["top_rejections"][0][0].startswith("rejected by test judge")
+    acc = s3ft["acceptance"]["model"]
+    # the tiny model runs into the 12-token cap on most answers: those are rejected as truncated before judging
+    assert acc["rejected_by"]["judge"] + acc["rejected_by"]["truncated"] == 6
+    assert acc["rejected_by"]["truncated"] == acc["truncated"]
+    if acc["rejected_by"]["judge"]:
+        assert any(k.startswith("rejected by test judge") for k in acc["rejections"])
 
 
 def test_reject_all_trains_bit_identically_to_sft(reject_all_targets, tmp_path):
@@ -200,3 +205,82 @@ def test_reject_all_trains_bit_identically_to_sft(reject_all_targets, tmp_path):
             assert tensor.equal(weights[method][name]), f"{method}: {name} differs"
     # and training did something: the adapter's B matrices left zero
     assert any(t.abs().sum() > 0 for n, t in weights["sft"].items() if "lora_B" in n)
+
+
+# --- truncated candidates are never targets ---------------------------------------------------------------------
+
+TRUNCATED = {"ex0", "ex4"}   # ex0's own answer and ex4's paraphrase are judged correct but stopped on the token cap
+
+
+class TruncatingGenerator(FakeGenerator):
+    def generate(self, prompts, params, *, tag, progress=True):
+        outs = super().generate(prompts, params, tag=tag, progress=progress)
+        for p, o in zip(prompts, outs):
+            if p[-1]["content"].split("question ")[1].split()[0] in TRUNCATED:
+                o.finish_reason, o.n_output_tokens = "length", params.max_new_tokens
+        return outs
+
+
+@pytest.mark.parametrize("method", ["sft", "ssr", "s3ft", "sdft", "self_only"])
+def test_a_truncated_candidate_is_never_a_target(method, tmp_path):
+    from repro.store import read_jsonl
+
+    task = FakeTask()
+    gen = TruncatingGenerator()
+    ctx = TargetContext(task, task.load("train", None), lambda: gen, DecodingParams(8), DecodingParams(8),
+                        cache=GenerationCache(tmp_path / "cache"), progress=False)
+    summary = build(method, ctx, tmp_path / method, score=False)
+    records = {r["id"]: r for r in read_jsonl(tmp_path / method / "targets.jsonl")}
+    cands = {c["id"]: c["candidates"] for c in read_jsonl(tmp_path / method / "candidates.jsonl")}
+    for ex_id, by_source in cands.items():
+        for source, c in by_source.items():
+            if c["finish_reason"] == "length":
+                assert not c["accepted"] and c["rejected_by"] == "truncated" and c["reason"].startswith("truncated")
+                assert c["verdict"] is (ex_id in (OWN_OK if source == "model" else PARA_OK))   # judged all the same
+                assert records.get(ex_id, {}).get("source") != source, f"{method}: truncated {source} of {ex_id}"
+    # the judge accepted ex0's own answer and ex4's paraphrase; cut off, they fall back to the next tier
+    if method in ("ssr", "s3ft"):
+        assert records["ex0"]["source"] == "gold"       # ex0's paraphrase is not judged correct either
+    if method == "self_only":
+        assert "ex0" not in records and summary["n_targets"] == len(OWN_OK) - 1
+    if method in ("sdft", "s3ft"):
+        assert records["ex4"]["source"] == "gold"
+    for source in ("model", "paraphrase"):
+        if source in summary["acceptance"]:
+            acc = summary["acceptance"][source]
+            assert acc["rejected_by"]["truncated"] == acc["truncated"] >= 1
+            # judge-accepted = accepted + the one judged-correct truncated candidate + those the filters removed
+            assert acc["judge_accepted"] == (acc["accepted"] + 1 + acc["rejected_by"]["filter"]
+                                             + acc["rejected_by"]["validity"])
+
+
+def test_the_target_api_refuses_truncated_and_rejected_candidates(tmp_path):
+    from methods.targets import Candidate
+
+    task = FakeTask()
+    ctx = TargetContext(task, task.load("train", None), TruncatingGenerator, DecodingParams(8), DecodingParams(8),
+                        progress=False)
+    ex = ctx.examples[0]
+    with pytest.raises(ValueError, match="cannot be a training target"):
+        ctx.target(ex, Candidate("model", "own answer cut mid-", False, "truncated", "length", True, "truncated"))
+    with pytest.raises(ValueError, match="cannot be a training target"):
+        ctx.target(ex, Candidate("model", "own answer", False, "wrong", "eos", False, "judge"))
+
+
+def test_a_method_that_bypasses_the_check_fails_the_build(tmp_path, monkeypatch):
+    """A method that builds a TargetRecord from a truncated candidate itself is caught by build()."""
+    import methods.ssr as ssr
+    from methods.targets import TargetRecord
+
+    def rogue(ctx):
+        preds = ctx.predictions(ctx.examples)
+        return [TargetRecord(ex["id"], ctx.task.train_messages(ex), p.text, "model")
+                for ex, p in zip(ctx.examples, preds)]
+
+    monkeypatch.setattr(ssr, "build_targets", rogue)
+    task = FakeTask()
+    gen = TruncatingGenerator()
+    ctx = TargetContext(task, task.load("train", None), lambda: gen, DecodingParams(8), DecodingParams(8),
+                        progress=False)
+    with pytest.raises(ValueError, match="rejected"):
+        build("ssr", ctx, tmp_path / "rogue", score=False)

@@ -244,7 +244,7 @@ def test_smoke_tables_deterministic(smoke_results: Path, tmp_path: Path) -> None
     presets = sorted({json.loads(p.read_text())["cell"]["preset"] for p in find_results(smoke_results)})
     for preset in presets:
         manifest = json.loads(a[f"tables/{preset}/MANIFEST.json"])
-        expected = {f"tables/{preset}/{n}.{ext}" for n in ("table2_in_domain", "table3_targets",
+        expected = {f"tables/{preset}/{n}.{ext}" for n in ("table1_logp", "table2_in_domain", "table3_targets",
                                                             "table4_generalization", "comparisons", "cross_task",
                                                             "forgetting_signal", "cost") for ext in ("md", "tex")}
         expected |= {f"figures/{preset}/{n}.png" for n in ("fig2_logp_hist", "gain_vs_drop", "cross_task_heatmap")}
@@ -259,6 +259,7 @@ def test_smoke_tables_deterministic(smoke_results: Path, tmp_path: Path) -> None
         assert any(v in t2 for v in ("40.3", "22.2", "64.7")), "the paper's base row is missing from Table 2"
         assert f"Preset: {preset}" in t2 and "Commits:" in t2 and "Hardware:" in t2
     assert "### Table 2: in-domain accuracy" in out1 and "### Table 3" in out1   # Markdown echoed
+    assert "### Table 1: log p" in out1 and "own answer judge-accepted" in out1
 
 
 def test_empty_results_dir(tmp_path: Path) -> None:
@@ -468,3 +469,66 @@ def test_relabelled_copy_of_a_cell_gives_zero_and_p1(preset: str) -> None:
     for r in rows:
         assert r["diff"] == 0.0 and r["ci95"] == [0.0, 0.0] and r["p_value"] == 1.0, r["measure"]
         assert r["verdict"].startswith("cannot tell at this n")
+
+
+def _fake_cell(method: str, candidates: list[dict]) -> "paper_tables.Cell":
+    prov = {"model": {"name": "m", "fingerprint": "f" * 12}, "git_hash": "abc", "git_dirty": False,
+            "date": "2026-01-01T00:00:00+00:00", "hardware": {"cpu_count": 2, "cpu": "x"}}
+    cell = paper_tables.Cell(Path(f"/nowhere/{method}/result.json"),
+                             {"cell": {"preset": "p", "task": "mbpp", "method": method, "seed": 0},
+                              "cross_task": {}, "generalization": None, "provenance": prov})
+    cell.__dict__["items"] = [{"kind": "candidates", **c} for c in candidates]   # the cached_property's slot
+    return cell
+
+
+def test_table1_compares_accepted_candidates_on_the_same_examples() -> None:
+    def lp(s):
+        return {"sum": s, "per_token": s / 10, "n_tokens": 10}
+
+    s3ft = _fake_cell("s3ft", [
+        {"id": "a", "logp": {"gold": lp(-80), "model": lp(-30)}, "accepted": {"gold": True, "model": True}},
+        {"id": "b", "logp": {"gold": lp(-60), "model": lp(-5), "paraphrase": lp(-40)},
+         "accepted": {"gold": True, "model": False, "paraphrase": True}},
+        {"id": "c", "logp": {"gold": lp(-90), "model": lp(-1)}, "accepted": {"gold": True, "model": False}}])
+    sdft = _fake_cell("sdft", [
+        {"id": "a", "logp": {"gold": lp(-80), "paraphrase": lp(-50)}, "accepted": {"gold": True, "paraphrase": True}},
+        {"id": "c", "logp": {"gold": lp(-90), "paraphrase": lp(-70)}, "accepted": {"gold": True, "paraphrase": False}}])
+    ref = json.loads(paper_tables.PAPER_REFERENCE.read_text())
+    t = paper_tables.table1(paper_tables.Grid("p", [s3ft, sdft], ref))
+    rows = {r[1]: r for r in t.rows}
+    own = rows["own answer judge-accepted"]
+    assert own[2] == "1" and own[3] == "-80.00" and own[4] == "—" and own[5] == "-30.00"   # example a only
+    assert own[9].startswith("gold -84.32")                                                 # the paper beside it
+    para = rows["paraphrase accepted"]                                                      # a (sdft) and b (s3ft)
+    assert para[2] == "2" and para[3] == "-70.00" and para[4] == "-45.00"
+    both = rows["both accepted"]
+    assert both[2] == "1" and (both[3], both[4], both[5]) == ("-80.00", "-50.00", "-30.00")
+    extra = rows["extra: all scored outputs, any verdict"]
+    assert extra[2] == "3 / 3 / 3" and extra[5] == "-5.00"        # every own answer, rejected ones included
+    assert any("predate the truncation" in n for n in t.notes)   # these records carry no finish reason
+
+
+def test_smoke_cells_keep_an_auditable_copy_of_their_targets(smoke_results: Path) -> None:
+    """Each trained cell's folder holds its targets and every candidate (text, verdict, reason, finish reason),
+    matching the result's Table 3 counts, within the size budget; no truncated candidate is a target."""
+    import gzip  # noqa: PLC0415
+
+    checked = 0
+    for p in find_results(smoke_results):
+        doc = json.loads(p.read_text())
+        if OUTPUT_DIRS & set(p.relative_to(smoke_results).parts) or doc["targets"] is None:
+            continue
+        audit = doc["targets_audit"]
+        assert audit["bytes"] <= audit["budget_bytes"], p
+        with gzip.open(p.parent / audit["path"], "rt", encoding="utf-8") as f:
+            records = [json.loads(line) for line in f]
+        assert len(records) == audit["n_examples"] == doc["targets"]["n_examples"]
+        for source, share in doc["targets"]["sources"].items():
+            assert sum(r["target_source"] == source for r in records) == share["count"], (p, source)
+        for r in records:
+            for source, c in r["candidates"].items():
+                assert {"text", "verdict", "accepted", "reason", "rejected_by", "finish_reason"} <= set(c)
+                if c["finish_reason"] == "length":
+                    assert not c["accepted"] and r["target_source"] != source and c["rejected_by"] == "truncated"
+        checked += 1
+    assert checked >= 4

@@ -35,7 +35,12 @@ class Task:
     description: ClassVar[str]
     #: Bump when any prompt text changes: it is part of every cache key and recorded with every result.
     template_version: ClassVar[str]
+    #: Version of the paraphrase prompt alone (its cache tag), so rewording it leaves cached predictions valid.
+    #: None = the task's template_version.
+    paraphrase_version: ClassVar[str | None] = None
     judge_version: ClassVar[str]
+    #: Version of `paraphrase_invalid`'s rules (evals.judges.validity); part of the target-stage hash.
+    validity_version: ClassVar[str] = "judge-only-v1"
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     #: Fields an input line of ``repro judge`` may carry instead of an ``id``.
     inline_fields: ClassVar[tuple[Field, ...]] = ()
@@ -85,6 +90,15 @@ class Task:
     def cluster(self, ex: dict) -> str | None:
         """The group an item shares with others (SQuAD: its passage title): comparisons resample and permute
         whole clusters, since items on one passage are not independent. None = items are independent."""
+        return None
+
+    @property
+    def paraphrase_tag(self) -> str:
+        return f"{self.name}.paraphrase.{self.paraphrase_version or self.template_version}"
+
+    def paraphrase_invalid(self, ex: dict, text: str, verdict: Verdict) -> str | None:
+        """Why a judge-accepted paraphrase is still not a usable training target of this task (a short reason), or
+        None. The default (reading tasks): the judge's acceptance is the whole check."""
         return None
 
     def question_text(self, ex: dict) -> str:

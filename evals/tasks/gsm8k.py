@@ -12,6 +12,7 @@ from pathlib import Path
 from evals.data import DataError, Field, Source, load_source
 from evals.judges import Verdict
 from evals.judges.numeric import JUDGE_VERSION, gold_answer, judge_numeric
+from evals.judges.validity import VALIDITY_VERSION, gsm8k_invalid
 from evals.tasks.base import Split, Task, user
 
 _FIELDS = (Field("question", str, nonempty=True), Field("answer", str, nonempty=True))
@@ -22,10 +23,17 @@ _SOURCES = {
 
 PREDICT = ("Solve the following math problem step by step. At the end, give the final answer as an integer in the "
            "form \"The answer is N.\"\n\nQuestion: {question}")
-# SDFT's math rewrite prompt (Yang et al. 2024), plus the answer-format sentence of our predict prompt.
-PARAPHRASE = ("Below are a math question and its reference answer. Refer to the reference answer and write a "
-              "response that appropriately answers the question. Solve it step by step and end with \"The answer is "
-              "N.\"\n\nQuestion: {question}\n\nReference answer: {gold}")
+# The paraphrase prompt (version PARAPHRASE_VERSION). v1 was SDFT's math rewrite prompt (Yang et al. 2024) with the
+# whole gold response, ending "The answer is N.", and the instruction to end with that line: SmolLM2-135M answered
+# all 24 mini training items with the bare line ("The answer is 200.", median 8 tokens) - judged correct, reasoning
+# dropped. Asking to keep every step but still showing/asking for the final line did not help (2/24 kept the
+# steps). v2 shows the worked solution *without* its final-answer line and asks for an explanation of it, step by
+# step: 6/24 paraphrases then carried the solution's intermediate results and were judged correct (median 153
+# tokens; measured 2026-11-30 on the mini subset, README Methods). The judge reads the last number when there is no
+# "The answer is" line.
+PARAPHRASE_VERSION = "gsm8k-para-v2"
+PARAPHRASE = ("Here is a math problem and a worked solution. Explain the solution in your own words, step by step, "
+              "showing each calculation.\n\nProblem: {question}\n\nWorked solution:\n{steps}")
 
 _CALC = re.compile(r"<<[^>]*>>")
 
@@ -34,7 +42,9 @@ class GSM8K(Task):
     name = "gsm8k"
     description = "GSM8K grade-school math; judge: final numeric answer equality"
     template_version = "gsm8k-v1"
+    paraphrase_version = PARAPHRASE_VERSION
     judge_version = JUDGE_VERSION
+    validity_version = VALIDITY_VERSION
     inline_fields = (Field("answer", str, nonempty=True),)
     max_new_tokens = 320
     paraphrase_max_new_tokens = 384
@@ -48,7 +58,12 @@ class GSM8K(Task):
         return user(PREDICT.format(question=ex["question"]))
 
     def paraphrase_messages(self, ex: dict) -> list[dict]:
-        return user(PARAPHRASE.format(question=ex["question"], gold=self.gold_response(ex)))
+        return user(PARAPHRASE.format(question=ex["question"], steps=self.gold_steps(ex)))
+
+    def gold_steps(self, ex: dict) -> str:
+        """The gold solution's reasoning without calculator marks or its final-answer line."""
+        body, _, _ = ex["answer"].rpartition("####")
+        return _CALC.sub("", body).strip()
 
     def gold_response(self, ex: dict) -> str:
         body, _, _ = ex["answer"].rpartition("####")
@@ -67,3 +82,8 @@ class GSM8K(Task):
 
     def judge(self, ex: dict, response: str) -> Verdict:
         return judge_numeric(response, gold_answer(ex["answer"]))
+
+    def paraphrase_invalid(self, ex: dict, text: str, verdict: Verdict) -> str | None:
+        """A paraphrase must carry the solution: its intermediate results, at a length comparable to gold, and
+        not as a copy of gold (evals.judges.validity)."""
+        return gsm8k_invalid(text, ex["answer"], self.gold_response(ex))

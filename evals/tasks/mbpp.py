@@ -13,6 +13,7 @@ from pathlib import Path
 from evals.data import Field, Source, check_row, load_source
 from evals.judges import Verdict
 from evals.judges.code import JUDGE_VERSION
+from evals.judges.validity import VALIDITY_VERSION, mbpp_invalid
 from evals.tasks.base import Split, Task, user
 
 _FIELDS = (Field("task_id", int), Field("text", str, nonempty=True), Field("code", str),
@@ -47,6 +48,7 @@ class MBPP(Task):
     description = "MBPP Python programming; judge: the task's asserts run in a sandbox"
     template_version = "mbpp-v1"
     judge_version = JUDGE_VERSION
+    validity_version = VALIDITY_VERSION
     splits = ("train", "test", "validation", "prompt")
     inline_fields = (Field("test_list", list, item=str, nonempty=True),)
     max_new_tokens = 384
@@ -71,6 +73,10 @@ class MBPP(Task):
 
     def question_text(self, ex: dict) -> str:
         return ex["text"]
+
+    def paraphrase_invalid(self, ex: dict, text: str, verdict: Verdict) -> str | None:
+        """The asserts passed (the judge); the code must also be a complete function the tests call."""
+        return mbpp_invalid(verdict.extracted, ex["test_list"])
 
     def inline_example(self, row: dict, where: str) -> dict:
         ex = super().inline_example(row, where)

@@ -39,6 +39,13 @@ def validate_result(path: str | Path) -> list[str]:
     if digest != doc["items"]["sha256"]:
         problems.append(f"{path}: items file {items.name} sha256 {digest[:12]}... does not match the result's "
                         f"{doc['items']['sha256'][:12]}...")
+    audit = doc.get("targets_audit")
+    if audit:
+        afile = path.parent / audit["path"]
+        if not afile.is_file():
+            problems.append(f"{path}: targets audit file {afile} is missing")
+        elif hashlib.sha256(afile.read_bytes()).hexdigest() != audit["sha256"]:
+            problems.append(f"{path}: targets audit file {afile.name} does not match the result's sha256")
     if doc["cell"]["task"] != doc["in_domain"]["task"]["task"]:
         problems.append(f"{path}: in_domain is for task {doc['in_domain']['task']['task']}, cell is "
                         f"{doc['cell']['task']}")
