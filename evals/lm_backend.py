@@ -50,6 +50,7 @@ class PackedLM(HFLM):
         if self.backend != "causal":
             raise ValueError(f"{NAME} scores decoder-only (causal) models; this one is {self.backend!r}")
         self.max_batch_tokens = int(max_batch_tokens)
+        self.stats: dict[str, int] = {}     # summed over calls: see repro.scoring.score_sequences
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         from repro.scoring import score_sequences  # noqa: PLC0415
@@ -65,7 +66,7 @@ class PackedLM(HFLM):
             seqs.append((context_enc + continuation_enc)[-(self.max_length + 1):])
             n_scored.append(len(continuation_enc))
         scores = score_sequences(self.model, seqs, n_scored, max_batch_tokens=self.max_batch_tokens,
-                                 progress=not disable_tqdm and self.rank == 0)
+                                 progress=not disable_tqdm and self.rank == 0, stats=self.stats)
         out = []
         for (request_str, _, _), s in zip(requests, scores):
             answer = (s.sum, s.greedy)

@@ -43,13 +43,15 @@ class TokenScores:
 
 
 def score_sequences(model, seqs: Sequence[Sequence[int]], n_scored: Sequence[int], *, max_batch_tokens: int = 1024,
-                    progress: bool = False) -> list[TokenScores]:
+                    progress: bool = False, stats: dict | None = None) -> list[TokenScores]:
     """log p of the last ``n_scored[i]`` tokens of each ``seqs[i]`` given the tokens before them.
 
     Every distinct prefix is computed once (repro.packing.PrefixTree): subtrees that fit ``max_batch_tokens`` are
     packed into rows under a tree-attention mask; a larger subtree runs its shared segment once and scores its
     children on top of that segment's KV cache. No padding anywhere; only the positions that predict a scored token
     go through the LM head. Equal to scoring each sequence alone up to float rounding (tests/test_scoring.py).
+    ``stats``, when given, is updated with counts: sequences, input tokens (what one-by-one scoring would run),
+    computed tokens (distinct prefixes actually run), rows and cached segments.
     """
     import torch  # noqa: PLC0415
     from tqdm.auto import tqdm  # noqa: PLC0415
@@ -60,6 +62,8 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], n_scored: Sequence[int
     greedy = [True] * len(seqs)
     call = _ModelCall(model)
     bar = tqdm(total=tree.n_nodes, desc="log p", unit="tok", disable=not progress, leave=False)
+    counts = {"sequences": len(seqs), "input_tokens": sum(len(x) - 1 for x in seqs), "computed_tokens": tree.n_nodes,
+              "rows": 0, "cached_segments": 0}
 
     def consume(nodes: list[int], logits) -> None:
         if not nodes:
@@ -84,6 +88,7 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], n_scored: Sequence[int
         logits = call(row["input_ids"], row["position_ids"], call.mask(row["mask"]), ctx, row["keep"])
         consume([row["nodes"][i] for i in row["keep"]], logits)
         bar.update(len(row["nodes"]))
+        counts["rows"] += 1
 
     def run_segment(seg: int, ctx: list | None, n_cached: int) -> list:
         """Run one shared segment on its own (causal, on top of ``ctx``) and return the KV of ctx + segment."""
@@ -94,6 +99,7 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], n_scored: Sequence[int
         logits, kv = call(ids, pos, None, ctx, keep, return_kv=True)
         consume([nodes[i] for i in keep], logits)
         bar.update(len(nodes))
+        counts["cached_segments"] += 1
         return kv
 
     def plan(tops: list[int], ctx: list | None, n_cached: int) -> None:
@@ -115,6 +121,9 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], n_scored: Sequence[int
     with torch.inference_mode():
         plan(tree.roots, None, 0)
     bar.close()
+    if stats is not None:
+        for k, v in counts.items():
+            stats[k] = stats.get(k, 0) + v
     return [TokenScores(lp, g) for lp, g in zip(logps, greedy)]
 
 
