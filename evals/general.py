@@ -5,6 +5,11 @@ Everything is scored by lm-evaluation-harness (0.4.13) on an already-loaded mode
 forgetting is the tuned model's score minus the base model's on the same seeded items (the per-item scores
 in ``result["samples"]`` allow paired comparisons).
 
+The lm-eval model is, by default, :class:`evals.lm_backend.PackedLM` (registered as ``s3ft-packed``): HFLM's
+tokenisation and requests, scored with shared prefixes (an item's context once for all its choices, a task's
+few-shot preamble once for all its items) and no padding; ``backend="hf"`` selects lm-eval's HFLM itself. The two
+agree per choice to float rounding (tests/test_lm_backend.py; benchmarks/lm_scoring.py on SmolLM2).
+
 How the task YAMLs find the data (which is only known at run time)
 -----------------------------------------------------------------
 The YAMLs in ``evals/lm_eval_tasks/`` (task names ``s3ft_*``, never clashing with lm-eval's built-ins,
@@ -271,17 +276,27 @@ def task_manager(data_dir: Path):
     )
 
 
-def make_lm(model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = None):
-    """Wrap an in-memory HF causal LM (``PreTrainedModel`` or unmerged ``PeftModel``) as lm-eval's HFLM.
+LM_BACKENDS = ("packed", "hf")   # the first is the default
 
-    HFLM takes a model instance as ``pretrained`` (it then reads ``.config`` and ``.device``, both of which
-    a PeftModel forwards to its base model) and calls the instance itself, so a LoRA adapter is applied
-    in the forward pass exactly once and nothing is merged or reloaded. The tokenizer is deep-copied
-    because HFLM may set its pad token.
+
+def make_lm(model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = None,
+            backend: str = "packed"):
+    """Wrap an in-memory HF causal LM (``PreTrainedModel`` or unmerged ``PeftModel``) as an lm-eval model.
+
+    backend: ``"packed"`` = :class:`evals.lm_backend.PackedLM` (shared-prefix, padding-free scoring; HFLM's
+    tokenisation, so the same requests and, up to float rounding, the same log-likelihoods), ``"hf"`` = lm-eval's
+    own HFLM. HFLM takes a model instance as ``pretrained`` (it then reads ``.config`` and ``.device``, both of
+    which a PeftModel forwards to its base model) and calls the instance itself, so a LoRA adapter is applied in
+    the forward pass exactly once and nothing is merged or reloaded. The tokenizer is deep-copied because HFLM may
+    set its pad token.
     """
-    from lm_eval.models.huggingface import HFLM  # noqa: PLC0415
-
-    return HFLM(
+    if backend == "hf":
+        from lm_eval.models.huggingface import HFLM as cls  # noqa: PLC0415, N813
+    elif backend == "packed":
+        from evals.lm_backend import PackedLM as cls  # noqa: PLC0415, N813
+    else:
+        raise ValueError(f"unknown benchmark backend {backend!r}; known: {list(LM_BACKENDS)}")
+    return cls(
         pretrained=model,
         tokenizer=copy.deepcopy(tokenizer),
         batch_size=batch_size,
@@ -347,6 +362,7 @@ def evaluate_benchmarks(
     max_length: int | None = None,
     return_loglikelihoods: bool = False,
     kl_texts: int = 0,
+    backend: str = "packed",
 ) -> dict[str, Any]:
     """Score ``model`` on the given benchmarks through lm-eval; returns a JSON-serialisable dict.
 
@@ -368,6 +384,8 @@ def evaluate_benchmarks(
     item's choices (``ll[gold] - logsumexp(ll)``, raw log-likelihoods; TruthfulQA mc2: log of the normalised
     probability mass on the true answers, i.e. log of its score). Tuned minus base per item is a continuous
     forgetting measure that moves before an accuracy flip does.
+        backend: ``"packed"`` (default: shared-prefix scoring, evals/lm_backend.py) or ``"hf"`` (lm-eval's HFLM);
+            see :func:`make_lm`. Recorded as ``lm_backend``.
 
     Returns:
         ``{"results": {name: {"<metric>,none": v, "<metric>_stderr,none": se, ..., "alias": task}},
@@ -380,7 +398,7 @@ def evaluate_benchmarks(
         (task, num_fewshot, data_files, seed, limit, items or "all", items_sha256), ``"versions"``,
         ``"n-shot"``, ``"lm_eval_version"``, ``"chat_template"``, ``"chat_template_sha"``,
         ``"data_sha256": {relpath: sha256}``, ``"model"``, ``"seed"``, ``"batch_size"``, ``"max_length"``,
-        ``"total_evaluation_time_seconds"``}.
+        ``"lm_backend"`` (``{"name": "packed" | "hf", "class": ...}``), ``"total_evaluation_time_seconds"``}.
     """
     t0 = time.time()
     _validate(specs)
@@ -401,7 +419,7 @@ def evaluate_benchmarks(
     was_training = bool(getattr(model, "training", False))
     try:
         with _quiet_custom_dataset_notice():
-            lm = make_lm(model, tokenizer, batch_size=batch_size, max_length=max_length)
+            lm = make_lm(model, tokenizer, batch_size=batch_size, max_length=max_length, backend=backend)
             for spec in specs:
                 _run_one(spec, tm, lm, out, seed=seed, chat_template=chat_template,
                          return_loglikelihoods=return_loglikelihoods, data_dir=data_dir, kl_texts=kl_texts)
@@ -418,6 +436,7 @@ def evaluate_benchmarks(
         "seed": seed,
         "batch_size": batch_size,
         "max_length": lm.max_length,
+        "lm_backend": {"name": backend, "class": f"{type(lm).__module__}.{type(lm).__qualname__}"},
         "total_evaluation_time_seconds": time.time() - t0,
     })
     return _jsonable(out)

@@ -233,13 +233,19 @@ class CellRunner:
         settings = {"specs": [vars(s) for s in specs], "seed": ev.get("benchmark_seed", 1234),
                     "batch_size": ev.get("benchmark_batch_size", 8), "chat_template": ev.get("chat_template", False),
                     "kl_texts": int(ev.get("cross_domain_kl_texts", 0)), "items": "logp_correct-v1"}
-        key = config_hash({"identity": generator.identity, **settings})
+        backend = ev.get("benchmark_backend", "packed")
+        # Cached scores carry the backend that made them (HFLM's entries keep the key they had before this setting
+        # existed). The cell's config hash sees the setting only when a recipe sets it: both backends give the
+        # same per-choice log-likelihoods to float rounding (benchmarks/lm_scoring.py), so results stay valid.
+        key = config_hash({"identity": generator.identity, **settings, **({"backend": backend}
+                                                                          if backend != "hf" else {})})
         path = self.bench_cache / f"{key}.json"
         if path.is_file():
             return read_json(path)
         out = evaluate_benchmarks(hf_model, generator.tokenizer, specs, data_dir=self.data_dir,
                                   seed=settings["seed"], batch_size=settings["batch_size"],
-                                  chat_template=settings["chat_template"], kl_texts=settings["kl_texts"])
+                                  chat_template=settings["chat_template"], kl_texts=settings["kl_texts"],
+                                  backend=backend)
         atomic_write_json(path, out)
         return out
 

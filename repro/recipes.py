@@ -22,7 +22,7 @@ TASK_KEYS = {"train", "test", "max_new_tokens", "paraphrase_max_new_tokens", "ju
 HEADLINE_METRICS = {"acc", "em", "f1", "containment"}
 READING_TASKS = {"squad", "nq_open"}
 EVAL_KEYS = {"cross_task", "forgetting_prompts", "benchmarks", "benchmark_batch_size", "chat_template",
-             "benchmark_seed", "headline_benchmarks", "cross_domain_kl_texts"}
+             "benchmark_seed", "headline_benchmarks", "cross_domain_kl_texts", "benchmark_backend"}
 
 
 @dataclass
@@ -113,6 +113,9 @@ def validate_recipe(r: Recipe) -> None:
     bad = set(r.evaluation) - EVAL_KEYS
     if bad:
         raise ValueError(f"{where}: evaluation has unknown keys {sorted(bad)}; known: {sorted(EVAL_KEYS)}")
+    if r.evaluation.get("benchmark_backend", "packed") not in ("packed", "hf"):
+        raise ValueError(f"{where}: evaluation.benchmark_backend must be 'packed' (shared-prefix scoring, the "
+                         f"default) or 'hf' (lm-eval's HF backend)")
     cross = r.evaluation.get("cross_task", True)
     if not isinstance(cross, bool) and not (isinstance(cross, list) and set(cross) <= set(r.tasks)):
         raise ValueError(f"{where}: evaluation.cross_task must be true, false or a list of the recipe's tasks")

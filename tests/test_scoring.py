@@ -43,3 +43,54 @@ def test_scores_are_cached(model_and_tok, tmp_path):
     first = score_responses(model, tok, items, cache=cache, identity={"model": "x" * 16})
     second = score_responses(None, tok, items, cache=cache, identity={"model": "x" * 16})  # no model needed
     assert first == second
+
+
+def naive_sequence(model, seq, n):
+    ids = torch.tensor([seq[:-1]])
+    with torch.inference_mode():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), dim=-1)
+    rows = logp[len(seq) - 1 - n:]
+    return [float(rows[k, seq[len(seq) - n + k]]) for k in range(n)], bool(
+        (rows.argmax(-1) == torch.tensor(seq[len(seq) - n:])).all())
+
+
+def test_shared_prefixes_are_scored_once_and_equal_one_by_one(model_and_tok):
+    """Candidates sharing a prompt, a preamble shared by every item (cached when over the budget), one sequence that
+    is a prefix of another, identical inputs with different targets, and several scored tokens inside the shared
+    part: each log p equals the one-sequence-at-a-time computation, whatever the budget."""
+    from repro.packing import PrefixTree
+    from repro.scoring import score_sequences
+
+    model, _ = model_and_tok
+    g = torch.Generator().manual_seed(0)
+    preamble = torch.randint(5, 500, (40,), generator=g).tolist()
+    seqs, ns = [], []
+    for item in range(4):
+        question = torch.randint(5, 500, (7 + item,), generator=g).tolist()
+        for choice in range(3):
+            answer = torch.randint(5, 500, (1 + choice * 2,), generator=g).tolist()
+            seqs.append(preamble + question + answer)
+            ns.append(len(answer))
+        seqs.append(preamble + question[:4])          # scored tokens inside another item's prefix
+        ns.append(3)
+    seqs += [[9, 8, 7, 6], [9, 8, 7, 5], [9, 8, 7, 6, 4, 3]]   # same inputs, other targets; a prefix of another
+    ns += [1, 1, 3]
+    tree = PrefixTree(seqs, ns)
+    assert tree.n_nodes < sum(len(s) - 1 for s in seqs) // 2      # the preamble and questions are shared
+    expected = [naive_sequence(model, s, n) for s, n in zip(seqs, ns)]
+    for budget in (16, 64, 100_000):   # preamble cached (16, 64) or everything in one row
+        got = score_sequences(model, seqs, ns, max_batch_tokens=budget)
+        for (want, want_greedy), s in zip(expected, got):
+            assert s.logps == pytest.approx(want, abs=1e-4)
+            assert s.greedy == want_greedy
+
+
+def test_candidates_of_one_prompt_share_it(model_and_tok):
+    """score_responses: gold, paraphrase and own answer of one prompt give the same numbers as scoring each alone."""
+    model, tok = model_and_tok
+    msgs = [{"role": "user", "content": "a long shared prompt " * 12}]
+    items = [(msgs, "the gold answer"), (msgs, "a paraphrase of it"), (msgs, "own")]
+    together = score_responses(model, tok, items)
+    alone = [score_responses(model, tok, [it])[0] for it in items]
+    for a, b in zip(together, alone):
+        assert a.n_tokens == b.n_tokens and a.sum == pytest.approx(b.sum, abs=1e-4)
