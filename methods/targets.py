@@ -97,6 +97,9 @@ class TargetContext:
             accepted, reason = v.correct, v.reason
             if source == "paraphrase" and accepted:
                 rejection = paraphrase_rejection(out.text)
+                task_rule = getattr(self.task, "paraphrase_rejection", None)   # a task's own validity rule
+                if rejection is None and task_rule is not None:
+                    rejection = task_rule(ex, out.text)
                 if rejection:
                     accepted, reason = False, f"filtered: {rejection}"
             cand = Candidate(source, out.text, accepted, reason, out.finish_reason)

@@ -58,3 +58,44 @@ def judge_match(response: str, golds: Sequence[str]) -> Verdict:
             return Verdict(True, f"contains {gold!r}", gold)
     shown = ", ".join(repr(g) for g, _ in aliases[:3]) + (" ..." if len(aliases) > 3 else "")
     return Verdict(False, f"no gold alias found ({shown})", None)
+
+
+# --- strict exact match and token F1 (file tasks' `exact` and `f1` judges) ------------------------------------
+
+EXACT_VERSION = "exact-v1"
+F1_VERSION = "f1-v1"
+
+
+def judge_exact(response: str, golds: Sequence[str]) -> Verdict:
+    """Correct when the whole response equals a gold alias after SQuAD normalisation (no containment)."""
+    resp = normalize_answer(response)
+    aliases = [g for g in golds if normalize_answer(g) or _light(g)]
+    if not aliases:
+        raise ValueError(f"no usable gold alias in {list(golds)!r}")
+    for gold in aliases:
+        if resp == (normalize_answer(gold) or _light(gold)) or (not resp and _light(response) == _light(gold)):
+            return Verdict(True, f"exact match {gold!r}", response.strip())
+    return Verdict(False, "no exact match", response.strip())
+
+
+def token_f1(prediction: str, gold: str) -> float:
+    """SQuAD v1.1's official token F1 between two strings (after `normalize_answer`)."""
+    from collections import Counter  # noqa: PLC0415
+
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    common = Counter(pred) & Counter(ref)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def judge_f1(response: str, golds: Sequence[str], threshold: float) -> Verdict:
+    """Correct when the best token F1 against any gold alias reaches `threshold`."""
+    if not golds:
+        raise ValueError("no gold alias")
+    best, best_gold = max((token_f1(response, g), g) for g in golds)
+    ok = best >= threshold
+    return Verdict(ok, f"F1 {best:.2f} {'>=' if ok else '<'} {threshold:g} (best alias {best_gold!r})",
+                   response.strip())
