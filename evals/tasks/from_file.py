@@ -183,7 +183,9 @@ class FileTask(Task):
         try:
             spec = yaml.safe_load(raw_text)
         except yaml.YAMLError as e:
-            raise TaskSpecError(f"{self.path}: not valid YAML: {e}") from None
+            hint = (" (quote values that start with '{', e.g. \"{data_dir}/...\")" if "{data_dir}" in raw_text
+                    else "")
+            raise TaskSpecError(f"{self.path}: not valid YAML{hint}: {e}") from None
         self._parse(_check_keys(spec, _TOP_KEYS, str(self.path), {"name", "version", "data", "prompt", "gold",
                                                                    "judge"}))
         self._rows: dict[str, LoadedRows] = {}
@@ -409,7 +411,7 @@ class FileTask(Task):
             except TaskSpecError as e:
                 raise TaskSpecError(f"{self.path}: {row_where}: {e}") from None
             except Exception as e:  # template errors come in many types; all are a bad row for this key
-                raise TaskSpecError(f"{self.path}: {key}: {row_where}: {type(e).__name__}: {e}") from None
+                raise TaskSpecError(f"{self.path}: {row_where}: {key}: {type(e).__name__}: {e}") from None
 
     def inline_example(self, row: dict, where: str) -> dict:
         ex = {"fields": row}
@@ -444,8 +446,10 @@ class FileTask(Task):
                 raise TaskSpecError(f"gold.field: {self.gold_field!r} must be a string or number, got "
                                     f"{type(v).__name__}")
             text = str(v).strip()
+            if not text:
+                raise TaskSpecError(f"gold.field: field {self.gold_field!r} is empty")
         if not text:
-            raise TaskSpecError("gold: the gold response is empty")
+            raise TaskSpecError("gold.template: the gold response is empty")
         return text
 
     def question_text(self, ex: dict) -> str:
