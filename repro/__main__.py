@@ -329,13 +329,13 @@ def cmd_compare(args) -> int:
     from repro.compare import compare_recipe, render_comparison, write_recipe  # noqa: PLC0415
 
     raw = compare_recipe(args.preset, args.task, model=args.model, train=args.train, test=args.test,
-                         methods=args.methods, seeds=args.seeds, name=args.name)
+                         methods=args.methods, seeds=args.seeds, name=args.name, overrides=args.overrides)
     path = write_recipe(raw, Path(args.work_dir))
     print(f"compare: {raw['name']} = preset {args.preset} with task {list(raw['tasks'])[0]} and model {raw['model']} "
           f"({', '.join(raw['methods'])}; recipe {path})", file=sys.stderr)
     run_argv = ["run", "--preset", str(path), "--work-dir", args.work_dir, "--results-dir", args.results_dir,
                 *(["--data-dir", args.data_dir] if args.data_dir else []), *(["--quiet"] if args.quiet else []),
-                *(["--dry-run"] if args.dry_run else []), *args.overrides]
+                *(["--dry-run"] if args.dry_run else [])]
     run_args = build_parser().parse_args(run_argv)            # the normal grid driver, as `repro run` runs it
     rc = run_args.func(run_args)
     if not args.dry_run:

@@ -22,9 +22,9 @@ DEFAULT_METHODS = ("base", "sft", "s3ft")
 
 def compare_recipe(preset: str, task: str, *, model: str | None = None, train: int | None = None,
                    test: int | None = None, methods: list[str] | None = None, seeds: list[int] | None = None,
-                   name: str | None = None) -> dict:
+                   name: str | None = None, overrides: list[str] | None = None) -> dict:
     """The recipe (as a YAML-ready dict) of a comparison: `preset` with its tasks replaced by `task`."""
-    from repro.recipes import available_presets, load_recipe, task_entry  # noqa: PLC0415
+    from repro.recipes import _set_dotted, available_presets, load_recipe, parse_overrides, task_entry  # noqa: PLC0415
 
     if not Path(preset).is_file() and preset not in available_presets():
         raise ValueError(f"no preset {preset!r} (available: {', '.join(available_presets())}); pass --preset")
@@ -44,6 +44,8 @@ def compare_recipe(preset: str, task: str, *, model: str | None = None, train: i
     if seeds:
         raw["seeds"] = list(seeds)
     raw["evaluation"] = {**raw.get("evaluation", {}), "cross_task": False}
+    for key, value in parse_overrides(overrides):      # into the written recipe, so it alone reproduces the run
+        _set_dotted(raw, key, value)
     return raw
 
 

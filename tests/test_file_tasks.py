@@ -296,65 +296,75 @@ def test_export_formats_keep_ids_sources_and_turns():
     assert [t["from"] for t in rows["sharegpt"]["conversations"]] == ["system", "human", "gpt"]
 
 
-def test_s3ft_targets_of_a_yaml_task_export_and_load_with_datasets_and_a_chat_template(tmp_path, data_dir):
-    """Done-when: S3FT targets for a YAML task on the tiny model, exported in each format; the messages export
-    loads with `datasets` and renders through a chat template."""
+def test_triviaqa_s3ft_targets_from_its_yaml_on_the_tiny_model(tmp_path, data_dir, capfd):
+    from repro.__main__ import main  # noqa: PLC0415
+
+    assert main(["build", "--task", str(EXAMPLES / "triviaqa.yaml"), "--method", "s3ft", "--model", "tiny",
+                 "--limit", "3", "--max-new-tokens", "8", "--paraphrase-max-new-tokens", "8", "--data-dir",
+                 str(data_dir), "--work-dir", str(tmp_path / "runs"), "--quiet", "--export", "sharegpt"]) == 0
+    out = capfd.readouterr().out
+    folder = tmp_path / "runs" / "adhoc" / "triviaqa" / "s3ft" / "targets"
+    targets = [json.loads(line) for line in (folder / "targets.jsonl").open()]
+    cands = [json.loads(line) for line in (folder / "candidates.jsonl").open()]
+    assert len(targets) == 3 and all(t["id"].startswith("triviaqa/") for t in targets)
+    assert all({"model", "gold"} <= set(c["candidates"]) for c in cands)           # own answers were judged
+    rows = [json.loads(line) for line in (folder / "triviaqa.s3ft.sharegpt.jsonl").open()]
+    assert [r["metadata"]["id"] for r in rows] == [t["id"] for t in targets] and "exported 3 rows (sharegpt)" in out
+
+
+# --- compare: base vs SFT vs S3FT on a file task, through the grid driver --------------------------------------
+
+@pytest.mark.slow
+def test_compare_and_export_of_a_yaml_task_end_to_end(tmp_path, data_dir, capfd):
+    """ARC-Easy from its YAML only, on the tiny model: `repro compare` runs base, SFT and S3FT through the grid
+    driver and prints paper_tables' comparison; the same command again recomputes nothing (resumable). Then
+    (done-when) the S3FT targets of that run are exported in each format, and the messages export loads with
+    `datasets` and renders through a chat template."""
     import datasets  # noqa: PLC0415
 
+    from repro.__main__ import main  # noqa: PLC0415  (in-process: one interpreter start-up for every command)
     from repro.models import load_tokenizer  # noqa: PLC0415
 
+    work, res = tmp_path / "runs", tmp_path / "results"
+    common = ["--data-dir", str(data_dir), "--work-dir", str(work), "--results-dir", str(res), "--quiet"]
+    args = ["compare", "--task", str(EXAMPLES / "arc_easy.yaml"), "--preset", "smoke", "--model", "tiny",
+            "--train", "3", "--test", "3", *common, "evaluation.benchmarks={hellaswag: {limit: 2}}",
+            "evaluation.forgetting_prompts=2", "evaluation.benchmark_batch_size=2",
+            "tasks.arc_easy.max_new_tokens=8", "tasks.arc_easy.paraphrase_max_new_tokens=8"]
+    assert main(args) == 0
+    proc = capfd.readouterr()
+    results = res / "compare-arc_easy" / "arc_easy"
+    for method in ("base", "sft", "s3ft"):
+        doc = json.loads((results / method / "seed0" / "result.json").read_text())
+        assert doc["in_domain"]["n"] == 3 and doc["in_domain"]["task"]["judge"] == "choice"
+        assert doc["in_domain"]["task"]["spec_sha256"]
+    assert "ETA" in proc.err and "3/3 done" in proc.err
+    assert "### Table 2: in-domain accuracy" in proc.out and "arc_easy ours" in proc.out
+    assert "### Paired comparisons" in proc.out and "s3ft vs sft" in proc.out and "hellaswag" in proc.out
+    mtime = (results / "s3ft" / "seed0" / "result.json").stat().st_mtime_ns
+    assert main(args) == 0
+    again = capfd.readouterr()
+    assert (results / "s3ft" / "seed0" / "result.json").stat().st_mtime_ns == mtime
+    assert "evaluate" not in again.err and "s3ft vs sft" in again.out
+
     out = tmp_path / "export"
-    proc = run_repro("build", "--task", str(EXAMPLES / "arc_easy.yaml"), "--method", "s3ft", "--model", "tiny",
-                     "--limit", "4", "--max-new-tokens", "8", "--paraphrase-max-new-tokens", "8",
-                     "--data-dir", str(data_dir), "--work-dir", str(tmp_path / "runs"), "--quiet",
-                     "--export", "all", "--export-dir", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["build", "--preset", str(work / "compare-arc_easy" / "recipe.yaml"), "--task", "arc_easy",
+                 "--method", "s3ft", *common, "--export", "all", "--export-dir", str(out)]) == 0
+    assert "reused targets" in capfd.readouterr().out
     targets = [json.loads(line) for line in
-               (tmp_path / "runs" / "adhoc" / "arc_easy" / "s3ft" / "targets" / "targets.jsonl").open()]
-    assert len(targets) == 4 and all(t["id"].startswith("arc_easy/") for t in targets)
+               (work / "compare-arc_easy" / "arc_easy" / "s3ft" / "targets" / "targets.jsonl").open()]
+    assert len(targets) == 3 and all(t["id"].startswith("arc_easy/") for t in targets)
     for fmt in ("messages", "prompt_completion", "alpaca", "sharegpt"):
         rows = [json.loads(line) for line in (out / f"arc_easy.s3ft.{fmt}.jsonl").open()]
         assert [(r["metadata"]["id"], r["metadata"]["source"]) for r in rows] == \
             [(t["id"], t["source"]) for t in targets]
         assert all(r["metadata"]["task"] == "arc_easy" and r["metadata"]["method"] == "s3ft" for r in rows)
     ds = datasets.load_dataset("json", data_files=str(out / "arc_easy.s3ft.messages.jsonl"), split="train")
-    assert ds.num_rows == 4 and set(ds.column_names) == {"messages", "metadata"}
+    assert ds.num_rows == 3 and set(ds.column_names) == {"messages", "metadata"}
     tok = load_tokenizer("tiny")
     for row, t in zip(ds, targets):
         text = tok.apply_chat_template(row["messages"], tokenize=False)
         assert t["target"] in text and t["prompt"][-1]["content"] in text
-
-
-# --- compare: base vs SFT vs S3FT on a file task, through the grid driver --------------------------------------
-
-@pytest.mark.slow
-def test_compare_runs_a_yaml_task_end_to_end_and_resumes(tmp_path, data_dir, capfd):
-    """TriviaQA from its YAML only: base, SFT and S3FT cells on the tiny model, printed through paper_tables'
-    comparison; a second identical command finds every cell done and recomputes nothing."""
-    args = ["compare", "--task", str(EXAMPLES / "triviaqa.yaml"), "--preset", "smoke", "--model", "tiny",
-            "--train", "3", "--test", "3", "--data-dir", str(data_dir), "--work-dir", str(tmp_path / "runs"),
-            "--results-dir", str(tmp_path / "results"), "--quiet",
-            "evaluation.benchmarks={hellaswag: {limit: 2}}", "evaluation.forgetting_prompts=2",
-            "evaluation.benchmark_batch_size=2",
-            "tasks.triviaqa.max_new_tokens=8", "tasks.triviaqa.paraphrase_max_new_tokens=8"]
-    from repro.__main__ import main  # noqa: PLC0415  (in-process: one interpreter start-up for both runs)
-
-    assert main(args) == 0
-    proc = capfd.readouterr()
-    results = tmp_path / "results" / "compare-triviaqa" / "triviaqa"
-    for method in ("base", "sft", "s3ft"):
-        doc = json.loads((results / method / "seed0" / "result.json").read_text())
-        assert doc["in_domain"]["n"] == 3 and doc["in_domain"]["task"]["judge"] == "contains"
-        assert doc["in_domain"]["task"]["spec_sha256"]
-    assert "ETA" in proc.err and "3/3 done" in proc.err
-    out = proc.out
-    assert "### Table 2: in-domain accuracy" in out and "triviaqa ours" in out
-    assert "### Paired comparisons" in out and "s3ft vs sft" in out and "hellaswag" in out
-    mtime = (results / "s3ft" / "seed0" / "result.json").stat().st_mtime_ns
-    assert main(args) == 0
-    again = capfd.readouterr()
-    assert (results / "s3ft" / "seed0" / "result.json").stat().st_mtime_ns == mtime
-    assert "evaluate" not in again.err and "s3ft vs sft" in again.out
 
 
 def test_target_building_applies_the_spec_validity_rule_to_paraphrases(tmp_path):
