@@ -161,7 +161,8 @@ def test_numeric_f1_regex_judges(tmp_path):
     assert [task.judge(ex, r).correct for r in ("Sunset Boulevard", "the Sunset Boulevard musical by Lloyd Webber",
                                                 "Sunset")] == [True, False, False]
     task, ex = _one_row_task(tmp_path, r"{kind: regex, pattern: 'Final: (\w+)', answers: a}", {"q": "x", "a": "Blue"})
-    assert [task.judge(ex, r).correct for r in ("Final: red. Final: blue", "blue", "Final: red")] == [True, False, False]
+    assert [task.judge(ex, r).correct for r in ("Final: red. Final: blue", "blue", "Final: red")] == \
+        [True, False, False]
     task, ex = _one_row_task(tmp_path, "{kind: regex, pattern_field: re}", {"q": "x", "re": r"^\d{3}-\d{4}$"})
     assert [task.judge(ex, r).correct for r in ("555-1234", "call 555-1234")] == [True, False]
 

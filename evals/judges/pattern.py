@@ -67,7 +67,8 @@ def judge_regex_extract(response: str, pattern: re.Pattern, golds: Sequence[str]
     found = m.group(1) if pattern.groups else m.group(0)
     found = found or ""
     for gold in golds:
-        if normalize_answer(found) == normalize_answer(gold) and (normalize_answer(gold) or found.strip() == gold.strip()):
+        norm = normalize_answer(gold)
+        if (norm and normalize_answer(found) == norm) or (not norm and found.strip() == gold.strip()):
             return Verdict(True, f"extracted {found!r} == {gold!r}", found)
     return Verdict(False, f"extracted {found!r} matches no gold alias", found)
 

@@ -78,7 +78,7 @@ def judge_exact(response: str, golds: Sequence[str]) -> Verdict:
     return Verdict(False, "no exact match", response.strip())
 
 
-def token_f1(prediction: str, gold: str) -> float:
+def f1_score(prediction: str, gold: str) -> float:
     """SQuAD v1.1's official token F1 between two strings (after `normalize_answer`)."""
     from collections import Counter  # noqa: PLC0415
 
@@ -95,7 +95,7 @@ def judge_f1(response: str, golds: Sequence[str], threshold: float) -> Verdict:
     """Correct when the best token F1 against any gold alias reaches `threshold`."""
     if not golds:
         raise ValueError("no gold alias")
-    best, best_gold = max((token_f1(response, g), g) for g in golds)
+    best, best_gold = max((f1_score(response, g), g) for g in golds)
     ok = best >= threshold
     return Verdict(ok, f"F1 {best:.2f} {'>=' if ok else '<'} {threshold:g} (best alias {best_gold!r})",
                    response.strip())

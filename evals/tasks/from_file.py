@@ -283,6 +283,9 @@ class FileTask(Task):
             if not isinstance(bp, list) or not all(isinstance(x, str) and x for x in bp):
                 raise TaskSpecError(f"{f}: paraphrase.validity.banned_phrases: must be a list of strings")
             self.validity["banned_phrases"] = [x.lower() for x in bp]
+        # the rule's identity, for caches keyed on a task's validity rules (`Task.validity_version`)
+        rule_hash = hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:8]
+        self.validity_version = f"spec-validity-v1+{rule_hash}"
 
     def _parse_judge(self, j: Any, f: str) -> None:
         where = f"{f}: judge"
@@ -474,6 +477,10 @@ class FileTask(Task):
             if phrase in low:
                 return f"mentions {phrase!r}"
         return None
+
+    def paraphrase_invalid(self, ex: dict, text: str, verdict: Verdict | None = None) -> str | None:
+        """The same rule under the name of the per-task validity hook (`Task.paraphrase_invalid`)."""
+        return self.paraphrase_rejection(ex, text)
 
     # --- judging -----------------------------------------------------------------------------------------------
     def _judge_inputs(self, ex: dict) -> tuple:
