@@ -257,15 +257,17 @@ def cmd_eval(args) -> int:
     from repro.results import assemble_result  # noqa: PLC0415
     from repro.store import atomic_write_bytes, atomic_write_json, jsonl_bytes  # noqa: PLC0415
 
-    tasks = {t: {"test": args.limit} for t in args.tasks}
+    from repro.recipes import resolve_task_files  # noqa: PLC0415
+
+    tasks = resolve_task_files({t: {"test": args.limit} for t in args.tasks})   # YAML task files: by their names
     benchmarks = {b: {"limit": args.benchmark_limit} for b in (args.benchmarks or [])}
     recipe = _adhoc_recipe(args, tasks=tasks, benchmarks=benchmarks)
     recipe.evaluation["chat_template"] = args.chat_template
     runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
                         results_root=Path(args.results_dir), progress=not args.quiet)
     method = "base" if args.adapter is None else "external-adapter"
-    cell = Cell(recipe.name, args.tasks[0], method, 0)
-    for t in args.tasks:                      # provenance needs the loaded splits
+    cell = Cell(recipe.name, next(iter(recipe.tasks)), method, 0)
+    for t in recipe.tasks:                    # provenance needs the loaded splits
         runner.examples(t, "test")
     ev = runner.evaluate(cell, Path(args.adapter) if args.adapter else None)
     result, items = assemble_result(runner, cell, None, False, None, ev)
