@@ -188,7 +188,7 @@ class FileTask(Task):
             raise TaskSpecError(f"{self.path}: not valid YAML{hint}: {e}") from None
         self._parse(_check_keys(spec, _TOP_KEYS, str(self.path), {"name", "version", "data", "prompt", "gold",
                                                                    "judge"}))
-        self._rows: dict[str, LoadedRows] = {}
+        self._rows: dict[tuple[str, Path | None], LoadedRows] = {}
         self._llm = None
         self.judge_model = getattr(self, "judge_model", None)
 
@@ -339,8 +339,8 @@ class FileTask(Task):
         return p.resolve(), None
 
     def _load_file(self, key: str, data_dir: Path | None) -> LoadedRows:
-        if key in self._rows:
-            return self._rows[key]
+        if (key, data_dir) in self._rows:
+            return self._rows[(key, data_dir)]
         path, root = self._file(key, data_dir)
         where = f"{self.path}: data.{'file' if key == 'all' else key}"
         if not path.is_file():
@@ -361,7 +361,7 @@ class FileTask(Task):
         loaded = LoadedRows([r for _, r in rows], f"local:{path}", digest)
         loaded.lines = [ln for ln, _ in rows]           # type: ignore[attr-defined]
         loaded.path = path                               # type: ignore[attr-defined]
-        self._rows[key] = loaded
+        self._rows[(key, data_dir)] = loaded
         return loaded
 
     def load_split(self, split: str, data_dir: Path | None) -> Split:
