@@ -1,7 +1,8 @@
 """Command line of s3ft-bench: ``python -m repro <verb> --help`` explains each verb.
 
   run       the task x method x seed grid of a preset (resumable; --dry-run prints the plan)
-  build     one method's training targets for one task
+  build     one method's training targets for one task (--export: as a chat dataset for TRL, LLaMA-Factory, axolotl)
+  compare   base vs SFT vs S3FT on your task (a YAML task file) with the headline benchmarks, one command
   train     the training core on a targets.jsonl
   eval      in-domain / cross-task accuracy and generalization benchmarks of a model (+ adapter)
   judge     judge a JSONL of responses with a task's judge
@@ -49,6 +50,19 @@ def cmd_ls(args) -> int:
         from evals.tasks import list_tasks  # noqa: PLC0415
 
         print(tabulate(list_tasks().items(), headers=["task", "description"]))
+        if args.tasks_dir:
+            from evals.tasks.from_file import FileTask, TaskSpecError, find_task_files  # noqa: PLC0415
+
+            rows = []
+            for path in find_task_files(args.tasks_dir):
+                try:
+                    t = FileTask(path)
+                    rows.append((t.name, str(path), t.judge_kind, t.template_version, t.description))
+                except TaskSpecError as e:
+                    rows.append(("(invalid)", str(path), "-", "-", str(e)))
+            print(f"\nFile tasks in {args.tasks_dir} (use the path wherever a task name goes):")
+            print(tabulate(rows, headers=["task", "file", "judge", "version", "description"]) if rows
+                  else "(no *.yaml / *.yml task files)")
     elif args.what == "presets":
         from repro.recipes import available_presets, load_recipe  # noqa: PLC0415
 
@@ -129,10 +143,12 @@ def cmd_judge(args) -> int:
         from repro.cache import GenerationCache  # noqa: PLC0415
         from repro.generate import make_generator  # noqa: PLC0415
 
-        if not args.judge_model:
+        spec_model = getattr(task, "judge_model", None)           # a YAML task may name its judge model
+        judge_model = args.judge_model or (spec_model if spec_model not in (None, "base") else None)
+        if not judge_model:
             raise SystemExit("--judge llm needs --judge-model")
         cache = GenerationCache(Path(args.work_dir) / "cache" / "generations")
-        task.use_llm_judge(LLMJudge(make_generator(args.judge_model, cache=cache)))
+        task.use_llm_judge(LLMJudge(make_generator(judge_model, cache=cache)))
     path = Path(args.predictions)
     rows = []
     if not path.is_file():
@@ -195,20 +211,35 @@ def _adhoc_recipe(args, *, tasks: dict, benchmarks: dict | None = None, methods=
 
 def cmd_build(args) -> int:
     from repro.cell import Cell, CellRunner  # noqa: PLC0415
+    from repro.recipes import task_entry  # noqa: PLC0415
 
-    settings = {"train": args.limit}
+    task_name, task_settings = task_entry(args.task, {})       # a YAML task file is keyed by its name
+    settings = {"train": args.limit, **task_settings}
     for key in ("max_new_tokens", "paraphrase_max_new_tokens", "judge"):
         if getattr(args, key) is not None:
             settings[key] = getattr(args, key)
-    recipe = _adhoc_recipe(args, tasks={args.task: settings}, methods=(args.method,))
+    recipe = _adhoc_recipe(args, tasks={task_name: settings}, methods=(args.method,))
+    recipe.tasks.setdefault(task_name, settings)               # a preset plus a task file it does not list
     runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
                         results_root=Path(args.results_dir), progress=not args.quiet)
-    cell = Cell(recipe.name, args.task, args.method, 0)
+    cell = Cell(recipe.name, task_name, args.method, 0)
     summary, reused = runner.build_targets(cell)
     out = runner.paths(cell)["targets"]
     print(json.dumps({k: summary[k] for k in ("n_examples", "n_targets", "sources", "acceptance", "logp",
                                               "generation_stats", "seconds") if k in summary}, indent=2))
     print(f"{'reused' if reused else 'built'} targets: {out / 'targets.jsonl'}")
+    if args.export:
+        from repro.export import FORMATS, export_targets  # noqa: PLC0415
+
+        formats = FORMATS if "all" in args.export else args.export
+        folder = Path(args.export_dir) if args.export_dir else out
+        task = runner.task(task_name)
+        meta = {"task": task_name, "method": args.method, "model": recipe.model,
+                "template_version": task.template_version}
+        for fmt in formats:
+            path = folder / f"{task_name}.{args.method}.{fmt}.jsonl"
+            n = export_targets(out / "targets.jsonl", fmt, path, meta)
+            print(f"exported {n} rows ({fmt}): {path}")
     return 0
 
 
@@ -238,15 +269,17 @@ def cmd_eval(args) -> int:
     from repro.results import assemble_result  # noqa: PLC0415
     from repro.store import atomic_write_bytes, atomic_write_json, jsonl_bytes  # noqa: PLC0415
 
-    tasks = {t: {"test": args.limit} for t in args.tasks}
+    from repro.recipes import resolve_task_files  # noqa: PLC0415
+
+    tasks = resolve_task_files({t: {"test": args.limit} for t in args.tasks})   # YAML task files: by their names
     benchmarks = {b: {"limit": args.benchmark_limit} for b in (args.benchmarks or [])}
     recipe = _adhoc_recipe(args, tasks=tasks, benchmarks=benchmarks)
     recipe.evaluation["chat_template"] = args.chat_template
     runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
                         results_root=Path(args.results_dir), progress=not args.quiet)
     method = "base" if args.adapter is None else "external-adapter"
-    cell = Cell(recipe.name, args.tasks[0], method, 0)
-    for t in args.tasks:                      # provenance needs the loaded splits
+    cell = Cell(recipe.name, next(iter(recipe.tasks)), method, 0)
+    for t in recipe.tasks:                    # provenance needs the loaded splits
         runner.examples(t, "test")
     ev = runner.evaluate(cell, Path(args.adapter) if args.adapter else None)
     result, items = assemble_result(runner, cell, None, False, None, ev)
@@ -304,6 +337,26 @@ def cmd_run(args) -> int:
     return 1 if progress.failed else 0
 
 
+# --- compare -------------------------------------------------------------------------------------------------
+
+def cmd_compare(args) -> int:
+    from repro.compare import compare_recipe, render_comparison, write_recipe  # noqa: PLC0415
+
+    raw = compare_recipe(args.preset, args.task, model=args.model, train=args.train, test=args.test,
+                         methods=args.methods, seeds=args.seeds, name=args.name, overrides=args.overrides)
+    path = write_recipe(raw, Path(args.work_dir))
+    print(f"compare: {raw['name']} = preset {args.preset} with task {list(raw['tasks'])[0]} and model {raw['model']} "
+          f"({', '.join(raw['methods'])}; recipe {path})", file=sys.stderr)
+    run_argv = ["run", "--preset", str(path), "--work-dir", args.work_dir, "--results-dir", args.results_dir,
+                *(["--data-dir", args.data_dir] if args.data_dir else []), *(["--quiet"] if args.quiet else []),
+                *(["--dry-run"] if args.dry_run else [])]
+    run_args = build_parser().parse_args(run_argv)            # the normal grid driver, as `repro run` runs it
+    rc = run_args.func(run_args)
+    if not args.dry_run:
+        print(render_comparison(Path(args.results_dir), raw["name"]))
+    return rc
+
+
 # --- parser --------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
@@ -343,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Predict with the base model, judge, paraphrase as the method requires, and write targets.jsonl, "
         "candidates.jsonl and targets_summary.json (shares per source, log p under the base model). Everything "
         "generated is cached: an interrupted build resumes, and other methods reuse the predictions."))
-    sp.add_argument("--task", required=True)
+    sp.add_argument("--task", required=True, help="task name, or a YAML task file (see README, Your own task)")
     sp.add_argument("--method", required=True)
     sp.add_argument("--model", help="base model: registered name, local folder or hub id (default: the preset's)")
     sp.add_argument("--preset", help="take model and settings from a preset instead of the flags")
@@ -353,9 +406,35 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--judge", choices=["match", "llm"], help="reading tasks: judge kind")
     sp.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"])
     sp.add_argument("--batch-size", type=int, default=16)
+    sp.add_argument("--export", nargs="+", metavar="FORMAT",
+                    choices=["messages", "prompt_completion", "alpaca", "sharegpt", "all"],
+                    help="also write the targets as a chat dataset: messages (TRL SFTTrainer / HF chat templates), "
+                         "prompt_completion (TRL, loss on the answer only), alpaca and sharegpt (LLaMA-Factory, "
+                         "axolotl), or all; each row keeps its id and source (model / paraphrase / gold) in metadata")
+    sp.add_argument("--export-dir", help="folder for the exported files (default: the targets folder)")
     sp.add_argument("overrides", nargs="*", help="preset overrides key=value (with --preset)")
     common(sp)
     sp.set_defaults(func=cmd_build)
+
+    sp = sub.add_parser("compare", help="base vs SFT vs S3FT on your task, with the headline benchmarks", description=(
+        "Run base, SFT and S3FT on one task (a YAML task file or a task name) with a preset's settings - its model, "
+        "subset sizes, training hyper-parameters and generalization benchmarks on subsets - and print in-domain "
+        "accuracy, target sources, benchmark drops and the paired comparisons (bootstrap CIs, McNemar and "
+        "permutation p values). The preset's tasks are replaced by yours and its model by --model. It runs through "
+        "the grid driver (progress line, ETA), so rerunning the same command resumes it. Results: "
+        "<results-dir>/compare-<task>/ (or --name)."))
+    sp.add_argument("--task", required=True, help="a YAML task file (see README, Your own task) or a task name")
+    sp.add_argument("--model", help="model to compare on (default: the preset's)")
+    sp.add_argument("--preset", default="quick", help="preset whose settings the comparison takes (default: quick)")
+    sp.add_argument("--train", type=int, help="training examples (seeded subset; default: the preset's first task's)")
+    sp.add_argument("--test", type=int, help="test examples (seeded subset; default: the preset's first task's)")
+    sp.add_argument("--methods", nargs="+", help="methods (default: base sft s3ft)")
+    sp.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the preset's)")
+    sp.add_argument("--name", help="name of the comparison's results folder (default: compare-<task>)")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    sp.add_argument("overrides", nargs="*", help="recipe overrides key=value (e.g. train.epochs=2)")
+    common(sp)
+    sp.set_defaults(func=cmd_compare)
 
     sp = sub.add_parser("train", help="the training core on a targets.jsonl", description=(
         "Fine-tune a model on a targets.jsonl (prompt, target) with the one training core. Options come from "
@@ -409,6 +488,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("ls", help="list methods, tasks, presets, models or benchmarks")
     sp.add_argument("what", choices=["methods", "tasks", "presets", "models", "benchmarks"])
+    sp.add_argument("--tasks-dir", help="ls tasks: also list (and check) the YAML task files in this folder")
     sp.set_defaults(func=cmd_ls)
 
     sp = sub.add_parser("validate", help="check result files against the schema")

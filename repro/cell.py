@@ -73,7 +73,7 @@ class CellRunner:
         if name not in self._tasks:
             settings = self.recipe.tasks[name] or {}
             options = {"judge": settings["judge"]} if "judge" in settings else {}
-            t = get_task(name, **options)
+            t = get_task(settings.get("file") or name, **options)    # file: a YAML task spec
             if getattr(t, "judge_kind", None) == "llm":
                 from evals.judges.llm import LLMJudge  # noqa: PLC0415
 

@@ -17,7 +17,8 @@ import yaml
 RECIPE_DIR = Path(__file__).parent / "recipes"
 
 TASK_KEYS = {"train", "test", "max_new_tokens", "paraphrase_max_new_tokens", "judge", "eval_batch_size",
-             "headline_metric", "judge_model"}
+             "headline_metric", "judge_model",
+             "file"}    # file: a YAML task spec (evals/tasks/from_file.py); the key is then the spec's name
 # The in-domain number a table leads with: the judge's accuracy, or (reading tasks) an official SQuAD metric.
 HEADLINE_METRICS = {"acc", "em", "f1", "containment"}
 READING_TASKS = {"squad", "nq_open"}
@@ -75,6 +76,8 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     if not path.is_file():
         raise FileNotFoundError(f"no preset {name_or_path!r}: not a file, and not one of {available_presets()}")
     raw = yaml.safe_load(path.read_text())
+    if isinstance(raw, dict) and isinstance(raw.get("tasks"), dict):
+        raw["tasks"] = resolve_task_files(raw["tasks"], path.parent)
     for key, value in parse_overrides(overrides):
         _set_dotted(raw, key, value)
     missing = {"name", "model", "tasks", "methods", "seeds", "train"} - set(raw)
@@ -89,6 +92,35 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     return recipe
 
 
+def task_entry(key: str, settings: dict | None, base_dir: Path | None = None) -> tuple[str, dict]:
+    """(task name, settings) of one ``tasks:`` entry. A YAML task spec - given as the key (``my/task.yaml: {...}``)
+    or as ``file:`` - is keyed by the name inside it, with ``file`` its absolute path; a built-in task is unchanged.
+    Relative spec paths resolve against the working directory, else against `base_dir` (the recipe's folder)."""
+    from evals.tasks.from_file import FileTask, is_task_file  # noqa: PLC0415
+
+    settings = dict(settings or {})
+    file = settings.get("file") or (key if is_task_file(key) else None)
+    if file is None:
+        return key, settings
+    p = Path(file).expanduser()
+    if not p.is_absolute() and not p.is_file() and base_dir is not None and (base_dir / p).is_file():
+        p = base_dir / p
+    task = FileTask(p)
+    if not is_task_file(key) and key != task.name:
+        raise ValueError(f"tasks.{key}: the spec {p} declares name {task.name!r}; use that name as the key")
+    return task.name, {**settings, "file": str(task.path)}
+
+
+def resolve_task_files(tasks: dict, base_dir: Path | None = None) -> dict:
+    out: dict[str, dict] = {}
+    for key, settings in tasks.items():
+        name, resolved = task_entry(key, settings, base_dir)
+        if name in out:
+            raise ValueError(f"tasks: {name!r} appears twice (once as {key!r})")
+        out[name] = resolved
+    return out
+
+
 def validate_recipe(r: Recipe) -> None:
     from evals.tasks import TASKS  # noqa: PLC0415
     from methods.registry import method_ids  # noqa: PLC0415
@@ -96,7 +128,7 @@ def validate_recipe(r: Recipe) -> None:
 
     where = f"recipe {r.name} ({r.source})"
     for task, settings in r.tasks.items():
-        if task not in TASKS:
+        if task not in TASKS and not (settings or {}).get("file"):
             raise ValueError(f"{where}: unknown task {task!r}; known: {sorted(TASKS)}")
         bad = set(settings or {}) - TASK_KEYS
         if bad:

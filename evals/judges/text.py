@@ -60,6 +60,24 @@ def judge_match(response: str, golds: Sequence[str]) -> Verdict:
     return Verdict(False, f"no gold alias found ({shown})", None)
 
 
+# --- strict exact match and token F1 (file tasks' `exact` and `f1` judges) ------------------------------------
+
+EXACT_VERSION = "exact-v1"
+F1_VERSION = "f1-v1"
+
+
+def judge_exact(response: str, golds: Sequence[str]) -> Verdict:
+    """Correct when the whole response equals a gold alias after SQuAD normalisation (no containment)."""
+    resp = normalize_answer(response)
+    aliases = [g for g in golds if normalize_answer(g) or _light(g)]
+    if not aliases:
+        raise ValueError(f"no usable gold alias in {list(golds)!r}")
+    for gold in aliases:
+        if resp == (normalize_answer(gold) or _light(gold)) or (not resp and _light(response) == _light(gold)):
+            return Verdict(True, f"exact match {gold!r}", response.strip())
+    return Verdict(False, "no exact match", response.strip())
+
+
 # --- the field's reading metrics (official SQuAD v1.1 evaluation script, reported beside the judge) ------------------
 READING_METRICS_VERSION = "squad-v1.1-official"
 
@@ -91,3 +109,13 @@ def reading_scores(response: str, golds: Sequence[str]) -> dict[str, float]:
             "f1": max(f1_score(response, g) for g in golds),
             "contains": float(judge_match(response, golds).correct),
             "answer_words": float(len(response.split()))}
+
+
+def judge_f1(response: str, golds: Sequence[str], threshold: float) -> Verdict:
+    """Correct when the best token F1 against any gold alias reaches `threshold`."""
+    if not golds:
+        raise ValueError("no gold alias")
+    best, best_gold = max((f1_score(response, g), g) for g in golds)
+    ok = best >= threshold
+    return Verdict(ok, f"F1 {best:.2f} {'>=' if ok else '<'} {threshold:g} (best alias {best_gold!r})",
+                   response.strip())

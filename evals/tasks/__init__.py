@@ -1,5 +1,6 @@
 """Registry of in-domain tasks. Add a task: write ``evals/tasks/<name>.py`` with a `Task` subclass and add one line
-here. Imports are lazy so listing tasks never loads torch or a sandbox."""
+here - or write a YAML task spec (evals/tasks/from_file.py) and pass its path wherever a task name goes. Imports are
+lazy so listing tasks never loads torch or a sandbox."""
 from __future__ import annotations
 
 import importlib
@@ -24,7 +25,12 @@ def task_class(name: str) -> type[Task]:
 
 
 def get_task(name: str, **options: Any) -> Task:
-    """An instance of a registered task; `options` are task-specific (e.g. ``judge="llm"`` for reading tasks)."""
+    """An instance of a registered task, or of the task a YAML spec file declares (`name` is then its path);
+    `options` are task-specific (e.g. ``judge="llm"`` for reading tasks)."""
+    from evals.tasks.from_file import FileTask, is_task_file  # noqa: PLC0415
+
+    if is_task_file(name):
+        return FileTask(name, **options)
     return task_class(name)(**options)
 
 

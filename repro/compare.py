@@ -1,0 +1,84 @@
+"""``repro compare``: does S3FT help on *your* task? Base vs SFT vs S3FT on one task, with the paper's headline
+benchmarks on subsets, through the normal grid driver (resumable, with its progress line and ETA), then the suite's
+tables: in-domain accuracy, target sources, generalization drops and the paired comparisons (CIs, p values).
+
+It takes a base preset (default ``quick``), swaps its tasks for the given task (a YAML task file or a built-in name)
+and its model for ``--model``, writes that recipe to ``<work-dir>/<name>/recipe.yaml`` and runs it as
+``repro run --preset <that file>`` would. Rerunning the same command skips finished cells.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PRESET = "quick"
+DEFAULT_METHODS = ("base", "sft", "s3ft")
+
+
+def compare_recipe(preset: str, task: str, *, model: str | None = None, train: int | None = None,
+                   test: int | None = None, methods: list[str] | None = None, seeds: list[int] | None = None,
+                   name: str | None = None, overrides: list[str] | None = None) -> dict:
+    """The recipe (as a YAML-ready dict) of a comparison: `preset` with its tasks replaced by `task`."""
+    from repro.recipes import _set_dotted, available_presets, load_recipe, parse_overrides, task_entry  # noqa: PLC0415
+
+    if not Path(preset).is_file() and preset not in available_presets():
+        raise ValueError(f"no preset {preset!r} (available: {', '.join(available_presets())}); pass --preset")
+    base = load_recipe(preset)
+    task_name, settings = task_entry(task, {})
+    # Subset sizes follow the preset's first task unless given: the preset sized its grid for its hardware.
+    first = next(iter(base.tasks.values()), None) or {}
+    settings = {**{k: first[k] for k in ("train", "test") if k in first}, **settings}
+    if train is not None:
+        settings["train"] = train
+    if test is not None:
+        settings["test"] = test
+    raw = base.to_dict()
+    raw.update(name=name or f"compare-{task_name}", model=model or base.model, tasks={task_name: settings},
+               methods=list(methods or DEFAULT_METHODS),
+               description=f"repro compare: {task_name} on {model or base.model} (preset {base.name}'s settings)")
+    if seeds:
+        raw["seeds"] = list(seeds)
+    raw["evaluation"] = {**raw.get("evaluation", {}), "cross_task": False}
+    for key, value in parse_overrides(overrides):      # into the written recipe, so it alone reproduces the run
+        _set_dotted(raw, key, value)
+    return raw
+
+
+def write_recipe(raw: dict, work_dir: Path) -> Path:
+    from repro.store import atomic_write_bytes  # noqa: PLC0415
+
+    path = Path(work_dir) / raw["name"] / "recipe.yaml"
+    header = "# written by `python -m repro compare`; rerun that command (or `repro run --preset <this file>`)\n"
+    atomic_write_bytes(path, (header + yaml.safe_dump(raw, sort_keys=False)).encode("utf-8"))
+    return path
+
+
+def _paper_tables() -> Any:
+    """paper_tables.py is a script at the repository root, not a package module."""
+    try:
+        return importlib.import_module("paper_tables")
+    except ModuleNotFoundError:
+        path = Path(__file__).resolve().parents[1] / "paper_tables.py"
+        spec = importlib.util.spec_from_file_location("paper_tables", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["paper_tables"] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+def render_comparison(results_root: Path, preset: str) -> str:
+    """The comparison's tables as Markdown, made by the very functions paper_tables.py uses (the one place this
+    module calls into paper_tables: Grid, table2, table3, table4 and table_comparisons)."""
+    import json  # noqa: PLC0415
+
+    pt = _paper_tables()
+    cells = pt.load_cells(Path(results_root), preset)
+    if not cells:
+        return f"no results for {preset} under {results_root}"
+    g = pt.Grid(preset, cells, json.loads(pt.PAPER_REFERENCE.read_text()))
+    return "\n".join(t.markdown() for t in (pt.table2(g), pt.table3(g), pt.table4(g), pt.table_comparisons(g)))
