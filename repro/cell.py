@@ -250,9 +250,12 @@ class CellRunner:
             hf_tuned, _ = models.load(self.recipe.model, adapter=adapter)
         forgetting = None
         if adapter is not None:
+            self.on_stage(cell, "forgetting")
             t0 = time.perf_counter()
             forgetting = self._forgetting(cell, hf_tuned, tuned.tokenizer)
             seconds["forgetting"] = time.perf_counter() - t0
+        if self.recipe.evaluation.get("benchmarks"):
+            self.on_stage(cell, "benchmarks")
         t0 = time.perf_counter()
         general = self.benchmarks(tuned, hf_tuned)
         seconds["eval_general"] = time.perf_counter() - t0

@@ -92,8 +92,9 @@ def test_infinite_loop_times_out():
 
 
 def test_cpu_rlimit_applies():
-    res = run_python("while True: pass", timeout=5, cpu_seconds=1)
-    assert not res.timed_out and res.wall_time < 4, res
+    # A generous wall clock: on a loaded machine 1 s of CPU can take many seconds; the CPU limit must end it.
+    res = run_python("while True: pass", timeout=60, cpu_seconds=1)
+    assert not res.timed_out, res
     assert res.returncode in (128 + 24, 128 + 9), res     # SIGXCPU, then SIGKILL at the hard limit
 
 
