@@ -69,6 +69,7 @@ class Progress:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._stage_clock: dict[Cell, tuple[str, float, float]] = {}
         if self.live and not self.quiet:
             self._ticker = threading.Thread(target=self._tick, daemon=True)
             self._ticker.start()
@@ -132,12 +133,22 @@ class Progress:
                     "left": sorted(c.label for c in self.cells if c not in self.done | set(self.failed)
                                    | set(self.running)), "eta_s": self.eta(), "updated": time.time()})
 
+    def _log_stage_end(self, cell: Cell) -> None:
+        """run.log gets each stage's wall and CPU seconds (CPU time says what a quiet machine would take)."""
+        prev = self._stage_clock.pop(cell, None)
+        if prev is not None:
+            log.info("stage %s %s: %.1f s wall, %.1f s cpu", cell.label, prev[0], time.time() - prev[1],
+                     time.process_time() - prev[2])
+
     def stage(self, cell: Cell, stage: str) -> None:
         self.started.setdefault(cell, time.time())
+        self._log_stage_end(cell)
+        self._stage_clock[cell] = (stage, time.time(), time.process_time())
         self.running[cell] = stage
         self.update()
 
     def finish(self, cell: Cell, *, computed: bool, error: str | None = None) -> None:
+        self._log_stage_end(cell)
         self.running.pop(cell, None)
         if error:
             self.failed[cell] = error
