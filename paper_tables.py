@@ -1022,6 +1022,17 @@ def render_preset(preset: str, cells: list[Cell], ref: dict, out: Path,
     return written + [mpath]
 
 
+def run_summary(results: Path, preset: str) -> str:
+    """What a finished `python -m repro run` prints: the in-domain accuracy, the generalization drops and the
+    paired comparisons of `preset` under `results`, as Markdown (the same tables this script writes); '' when the
+    preset has no results there."""
+    cells = load_cells(results, preset)
+    if not cells:
+        return ""
+    g = Grid(preset, cells, json.loads(PAPER_REFERENCE.read_text()))
+    return "\n\n".join(tb.markdown() for tb in (table2(g), table4(g), table_comparisons(g)))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description="Regenerate the S3FT paper's tables (Markdown + LaTeX) and figures (PNG) from result files, "

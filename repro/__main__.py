@@ -10,6 +10,7 @@
   ls        list methods, tasks, presets, models, benchmarks
   validate  check result files against the schema
   rescore   add reading metrics (official SQuAD EM/F1, containment, answer length) to stored cells
+  doctor    the code sandbox, data, models and device this machine gives a run
 """
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import os
 import sys
 from pathlib import Path
 
-DEFAULT_WORK = "runs"
-DEFAULT_RESULTS = "results"
+DEFAULT_WORK = "runs"      # ignored by git: a user's runs never mix with the committed results/
+COMMITTED_RESULTS = "results"
 
 
 def _data_dir_arg(p: argparse.ArgumentParser) -> None:
@@ -34,6 +35,26 @@ def _data_dir(args) -> Path | None:
     from evals.data import resolve_data_dir  # noqa: PLC0415
 
     return resolve_data_dir(args.data_dir)
+
+
+def _results_root(args) -> Path:
+    """--results-dir, else the work folder: results land in runs/<preset>/... unless asked for results/."""
+    return Path(args.results_dir or args.work_dir)
+
+
+def _require_sandbox(tasks) -> None:
+    """Code-judged tasks refuse to start without a sandbox (before any work), not hours into a grid."""
+    if "mbpp" in set(tasks):
+        from evals.judges import sandbox  # noqa: PLC0415
+
+        sandbox.require()
+
+
+def cmd_doctor(args) -> int:
+    from repro.doctor import lines  # noqa: PLC0415
+
+    print("\n".join(lines(_data_dir(args))))
+    return 0
 
 
 # --- ls / models / validate ----------------------------------------------------------------------------------
@@ -137,6 +158,7 @@ def cmd_judge(args) -> int:
     from repro.store import atomic_write_jsonl  # noqa: PLC0415
 
     options = {"judge": args.judge} if args.judge else {}
+    _require_sandbox([args.task])
     task = get_task(args.task, **options)
     if getattr(task, "judge_kind", None) == "llm":
         from evals.judges.llm import LLMJudge  # noqa: PLC0415
@@ -220,8 +242,9 @@ def cmd_build(args) -> int:
             settings[key] = getattr(args, key)
     recipe = _adhoc_recipe(args, tasks={task_name: settings}, methods=(args.method,))
     recipe.tasks.setdefault(task_name, settings)               # a preset plus a task file it does not list
+    _require_sandbox([task_name])
     runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
-                        results_root=Path(args.results_dir), progress=not args.quiet)
+                        results_root=_results_root(args), progress=not args.quiet)
     cell = Cell(recipe.name, task_name, args.method, 0)
     summary, reused = runner.build_targets(cell)
     out = runner.paths(cell)["targets"]
@@ -275,8 +298,9 @@ def cmd_eval(args) -> int:
     benchmarks = {b: {"limit": args.benchmark_limit} for b in (args.benchmarks or [])}
     recipe = _adhoc_recipe(args, tasks=tasks, benchmarks=benchmarks)
     recipe.evaluation["chat_template"] = args.chat_template
+    _require_sandbox(args.tasks)
     runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
-                        results_root=Path(args.results_dir), progress=not args.quiet)
+                        results_root=_results_root(args), progress=not args.quiet)
     method = "base" if args.adapter is None else "external-adapter"
     cell = Cell(recipe.name, next(iter(recipe.tasks)), method, 0)
     for t in recipe.tasks:                    # provenance needs the loaded splits
@@ -305,17 +329,29 @@ def cmd_eval(args) -> int:
 
 def cmd_run(args) -> int:
     from repro.cell import CellRunner  # noqa: PLC0415
+    from repro.doctor import lines  # noqa: PLC0415
     from repro.grid import Progress, dry_run, plan, run_local, run_ray  # noqa: PLC0415
     from repro.recipes import load_recipe  # noqa: PLC0415
+    from repro.runlog import output_to_log, tail  # noqa: PLC0415
+    from repro.threads import pin_threads  # noqa: PLC0415
 
     recipe = load_recipe(args.preset, args.overrides)
-    runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
-                        results_root=Path(args.results_dir), progress=not args.quiet)
+    data_dir = _data_dir(args)
+    runner = CellRunner(recipe, data_dir=data_dir, work_root=Path(args.work_dir), results_root=_results_root(args),
+                        progress=False)
     cells = plan(recipe, args.tasks, args.methods, args.seeds)
     if args.dry_run:
         print(f"preset {recipe.name} ({recipe.source}): model {recipe.model}")
         dry_run(runner, cells)
         return 0
+    threads = pin_threads(args.threads)
+    say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    for line in lines(data_dir):
+        say(line)
+    _require_sandbox({c.task for c in cells})    # before any work: a refused sandbox must not cost an hour
+    log_path = runner.work / "run.log"
+    say(f"run:     preset {recipe.name} ({recipe.model}), {len(cells)} cells, {threads} threads; results -> "
+        f"{runner.results}, detail -> {log_path}")
     lock = runner.work / ".driver.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "w") as held:
@@ -325,16 +361,53 @@ def cmd_run(args) -> int:
             print(f"error: another `repro run` of preset {recipe.name} is using {runner.work}", file=sys.stderr)
             return 2
         runner.clean_interrupted_writes()
-        progress = Progress(cells, status_path=runner.work / "progress.json")
-        progress.update()
-        if args.executor == "ray":
-            run_ray(runner, cells, progress, address=args.ray_address, num_cpus=args.ray_num_cpus)
-        else:
-            run_local(runner, cells, progress)
-    print(f"done: {len(progress.done)}/{len(cells)} cells; results in {runner.results}", file=sys.stderr)
+        with output_to_log(log_path) as terminal:
+            progress = Progress(cells, status_path=runner.work / "progress.json", stream=terminal,
+                                live=terminal.isatty(), quiet=args.quiet)
+            try:
+                progress.update()
+                if args.executor == "ray":
+                    run_ray(runner, cells, progress, address=args.ray_address, num_cpus=args.ray_num_cpus,
+                            threads=threads)
+                else:
+                    run_local(runner, cells, progress)
+            finally:
+                progress.close()
+    print(f"done: {len(progress.done)}/{len(cells)} cells in {_elapsed(progress.t0)}; results in {runner.results}; "
+          f"log {log_path}", file=sys.stderr)
     for cell, err in progress.failed.items():
         print(f"FAILED {cell.label}: {err}", file=sys.stderr)
-    return 1 if progress.failed else 0
+    if progress.failed:
+        print(f"--- last lines of {log_path}:\n{tail(log_path)}", file=sys.stderr)
+        return 1
+    if not args.no_table:
+        summary = _run_summary(runner.results.parent, recipe.name)
+        if summary:
+            print(summary)
+            print(f"\n(all tables and figures: python paper_tables.py --results {runner.results.parent} "
+                  f"--preset {recipe.name})")
+    return 0
+
+
+def _elapsed(t0: float) -> str:
+    import time  # noqa: PLC0415
+
+    s = int(time.time() - t0)
+    return f"{s // 60} min {s % 60:02d} s"
+
+
+def _run_summary(results_root: Path, preset: str) -> str:
+    """The comparison tables of a finished run, from the same code as `python paper_tables.py --preset P`
+    (paper_tables.run_summary); empty when paper_tables.py is not beside the package (a non-editable install)."""
+    repo = Path(__file__).resolve().parents[1]
+    if not (repo / "paper_tables.py").is_file():
+        return ""
+    sys.path.insert(0, str(repo))
+    try:
+        import paper_tables  # noqa: PLC0415
+    finally:
+        sys.path.remove(str(repo))
+    return paper_tables.run_summary(results_root, preset)
 
 
 # --- compare -------------------------------------------------------------------------------------------------
@@ -369,15 +442,25 @@ def build_parser() -> argparse.ArgumentParser:
         _data_dir_arg(sp)
         if work:
             sp.add_argument("--work-dir", default=DEFAULT_WORK,
-                            help=f"working folder for targets, adapters and caches (default: {DEFAULT_WORK}/)")
-            sp.add_argument("--results-dir", default=DEFAULT_RESULTS,
-                            help=f"where result files go (default: {DEFAULT_RESULTS}/)")
-        sp.add_argument("--quiet", action="store_true", help="no progress bars")
+                            help=f"working folder for targets, adapters, caches and the run log (default: "
+                                 f"{DEFAULT_WORK}/, ignored by git)")
+            sp.add_argument("--results-dir", default=None,
+                            help=f"where result files go (default: the --work-dir, i.e. {DEFAULT_WORK}/<preset>/...); "
+                                 f"--results-dir {COMMITTED_RESULTS} writes where committed results live, for "
+                                 "committing them")
+        sp.add_argument("--quiet", action="store_true", help="no progress display")
+        sp.add_argument("--allow-unsandboxed-code", action="store_true",
+                        help="run MBPP's generated code even where no sandbox can keep it away from your files "
+                             "(no bubblewrap, not root, no user namespaces); it can then change or delete "
+                             "anything your user can. Same as S3FT_ALLOW_UNSANDBOXED_CODE=1")
 
     sp = sub.add_parser("run", help="run a preset's grid (resumable)", description=(
         "Run every (task, method, seed) cell of a preset: build targets -> train -> evaluate -> write the cell's "
         "result. Rerun the same command after an interruption: finished work is skipped. Extra key=value "
-        "arguments override recipe keys (e.g. train.epochs=1 tasks.squad.train=32)."))
+        "arguments override recipe keys (e.g. train.epochs=1 tasks.squad.train=32). Starts with the `doctor` "
+        "lines; shows one progress line (cells, current stage, ETA) while library output and detail go to "
+        "<work-dir>/<preset>/run.log; ends with the comparison tables (paper_tables.run_summary). Results go to "
+        "<work-dir>/<preset>/... (runs/, ignored by git) unless --results-dir says otherwise."))
     sp.add_argument("--preset", required=True, help="preset name (python -m repro ls presets) or a recipe YAML")
     sp.add_argument("--tasks", nargs="+", help="subset of the preset's tasks")
     sp.add_argument("--methods", nargs="+", help="subset of methods")
@@ -388,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
     sp.add_argument("--ray-num-cpus", type=int, help="CPUs of a local Ray instance")
     sp.add_argument("--dry-run", action="store_true", help="print the plan and each cell's state, run nothing")
+    sp.add_argument("--threads", type=int, help="torch threads, pinned for the run and every worker it starts "
+                                                 "(default: $S3FT_THREADS, else torch's default here)")
+    sp.add_argument("--no-table", action="store_true", help="do not print the comparison tables at the end")
     sp.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     common(sp)
     sp.set_defaults(func=cmd_run)
@@ -486,6 +572,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.set_defaults(func=cmd_models)
 
+    sp = sub.add_parser("doctor", help="the code sandbox, data, models and device this machine gives a run",
+                        description=(
+        "Print the isolation mode MBPP's generated code would run under (or why it would be refused), the data "
+        "directory and whether its files match SHA256SUMS, the cached models, and the device. Every `run` "
+        "starts with the same lines."))
+    _data_dir_arg(sp)
+    sp.add_argument("--allow-unsandboxed-code", action="store_true", help="as for run")
+    sp.set_defaults(func=cmd_doctor)
+
     sp = sub.add_parser("ls", help="list methods, tasks, presets, models or benchmarks")
     sp.add_argument("what", choices=["methods", "tasks", "presets", "models", "benchmarks"])
     sp.add_argument("--tasks-dir", help="ls tasks: also list (and check) the YAML task files in this folder")
@@ -514,10 +609,13 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from evals.data import DataError  # noqa: PLC0415
+    from evals.judges.sandbox import SandboxUnavailable, allow_unsandboxed  # noqa: PLC0415
 
+    if getattr(args, "allow_unsandboxed_code", False):
+        allow_unsandboxed()
     try:
         return args.func(args)
-    except DataError as e:
+    except (DataError, SandboxUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

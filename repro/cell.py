@@ -271,6 +271,8 @@ class CellRunner:
             hf_tuned, _ = models.load(self.recipe.model, adapter=adapter)
         for n in names:
             scores[n]["headline_metric"] = headline_metric(self.recipe.tasks.get(n))
+        if self.recipe.evaluation.get("benchmarks"):
+            self.on_stage(cell, "benchmarks")
         t0 = time.perf_counter()
         general = self.benchmarks(tuned, hf_tuned)
         seconds["eval_general"] = time.perf_counter() - t0
@@ -281,6 +283,7 @@ class CellRunner:
             seconds["eval_general_base"] = time.perf_counter() - t0
         forgetting = None
         if adapter is not None:
+            self.on_stage(cell, "forgetting")
             t0 = time.perf_counter()
             forgetting = self._forgetting(cell, hf_tuned, tuned.tokenizer)
             if base_general is not None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Sequence
@@ -46,54 +48,114 @@ def _fmt(seconds: float | None) -> str:
 
 @dataclass
 class Progress:
-    """Cells done / running / left, the current stage, and an ETA from the cells computed in this run."""
+    """Cells done / running / left, the current stage, and an ETA from the cells computed in this run.
+
+    One display per run: on a terminal (`live`) a single line redrawn every second; otherwise one line per change
+    (logs, CI). progress.json mirrors it for other programs (and the resume tests)."""
 
     cells: list[Cell]
     status_path: Path | None = None
     stream: object = sys.stderr
+    live: bool = False
+    quiet: bool = False
     done: set[Cell] = field(default_factory=set)
     failed: dict[Cell, str] = field(default_factory=dict)
     running: dict[Cell, str] = field(default_factory=dict)
-    durations: list[float] = field(default_factory=list)
+    durations: dict[Cell, float] = field(default_factory=dict)
     started: dict[Cell, float] = field(default_factory=dict)
     t0: float = field(default_factory=time.time)
 
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._stage_clock: dict[Cell, tuple[str, float, float]] = {}
+        if self.live and not self.quiet:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _estimate(self, cell: Cell) -> float | None:
+        """A cell's expected duration: the mean of computed cells of its kind (base or trained), else of any."""
+        same = [d for c, d in self.durations.items() if (c.method == "base") == (cell.method == "base")]
+        pool = same or list(self.durations.values())
+        return sum(pool) / len(pool) if pool else None
+
     def eta(self) -> float | None:
-        left = len(self.cells) - len(self.done) - len(self.failed)
-        if not self.durations:
-            return None
-        return left * sum(self.durations) / len(self.durations)
+        total = 0.0
+        for cell in self.cells:
+            if cell in self.done or cell in self.failed:
+                continue
+            est = self._estimate(cell)
+            if est is None:
+                return None
+            total += max(0.0, est - (time.time() - self.started[cell])) if cell in self.running else est
+        return total
 
     def line(self) -> str:
-        left = len(self.cells) - len(self.done) - len(self.failed) - len(self.running)
-        running = ", ".join(f"{c.label}: {s}" for c, s in self.running.items()) or "-"
-        failed = f" | {len(self.failed)} failed" if self.failed else ""
-        return (f"[{self.cells[0].preset if self.cells else '?'}] {len(self.done)}/{len(self.cells)} done{failed} | "
-                f"running {running} | {left} left | elapsed {_fmt(time.time() - self.t0)} | ETA {_fmt(self.eta())}")
+        finished = len(self.done) + len(self.failed)
+        running = ", ".join(f"{c.label}: {s} ({_fmt(time.time() - self.started.get(c, time.time()))})"
+                            for c, s in self.running.items()) or "-"
+        failed = f", {len(self.failed)} failed" if self.failed else ""
+        return (f"[{self.cells[0].preset if self.cells else '?'}] {finished}/{len(self.cells)} cells{failed} | "
+                f"{running} | elapsed {_fmt(time.time() - self.t0)} | ETA {_fmt(self.eta())}")
+
+    def _draw(self, *, final: bool = False) -> None:
+        if self.quiet:
+            return
+        text = self.line()
+        if self.live:
+            width = shutil.get_terminal_size((120, 20)).columns - 1
+            print("\r\x1b[2K" + text[:width], end="\n" if final else "", file=self.stream, flush=True)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            with self._lock:
+                self._draw()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        with self._lock:
+            if self.live:
+                self._draw(final=True)
 
     def update(self) -> None:
-        print(self.line(), file=self.stream, flush=True)
-        if self.status_path is not None:
-            atomic_write_json(self.status_path, {
-                "line": self.line(), "done": sorted(c.label for c in self.done),
-                "failed": {c.label: e for c, e in self.failed.items()},
-                "running": {c.label: s for c, s in self.running.items()},
-                "left": sorted(c.label for c in self.cells if c not in self.done | set(self.failed)
-                               | set(self.running)), "eta_s": self.eta(), "updated": time.time()})
+        with self._lock:
+            self._draw()
+            if self.status_path is not None:
+                atomic_write_json(self.status_path, {
+                    "line": self.line(), "done": sorted(c.label for c in self.done),
+                    "failed": {c.label: e for c, e in self.failed.items()},
+                    "running": {c.label: s for c, s in self.running.items()},
+                    "left": sorted(c.label for c in self.cells if c not in self.done | set(self.failed)
+                                   | set(self.running)), "eta_s": self.eta(), "updated": time.time()})
+
+    def _log_stage_end(self, cell: Cell) -> None:
+        """run.log gets each stage's wall and CPU seconds (CPU time says what a quiet machine would take)."""
+        prev = self._stage_clock.pop(cell, None)
+        if prev is not None:
+            log.info("stage %s %s: %.1f s wall, %.1f s cpu", cell.label, prev[0], time.time() - prev[1],
+                     time.process_time() - prev[2])
 
     def stage(self, cell: Cell, stage: str) -> None:
         self.started.setdefault(cell, time.time())
+        self._log_stage_end(cell)
+        self._stage_clock[cell] = (stage, time.time(), time.process_time())
         self.running[cell] = stage
         self.update()
 
     def finish(self, cell: Cell, *, computed: bool, error: str | None = None) -> None:
+        self._log_stage_end(cell)
         self.running.pop(cell, None)
         if error:
             self.failed[cell] = error
         else:
             self.done.add(cell)
             if computed and cell in self.started:
-                self.durations.append(time.time() - self.started[cell])
+                self.durations[cell] = time.time() - self.started[cell]
         self.update()
 
 
@@ -123,9 +185,11 @@ def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress) -> 
 
 
 def _ray_cell(recipe_dict: dict, recipe_source: str, cell: Cell, data_dir: str | None, work_root: str,
-              results_root: str) -> tuple[Cell, str | None]:
+              results_root: str, threads: int | None = None) -> tuple[Cell, str | None]:
     from repro.recipes import Recipe  # noqa: PLC0415
+    from repro.threads import pin_threads  # noqa: PLC0415
 
+    pin_threads(threads)    # the driver's count, not the one Ray derives from the task's num_cpus
     recipe = Recipe(source=recipe_source, **recipe_dict)
     runner = CellRunner(recipe, data_dir=Path(data_dir) if data_dir else None, work_root=Path(work_root),
                         results_root=Path(results_root), progress=False)
@@ -137,14 +201,15 @@ def _ray_cell(recipe_dict: dict, recipe_source: str, cell: Cell, data_dir: str |
 
 
 def run_ray(runner: CellRunner, cells: Sequence[Cell], progress: Progress, *, address: str | None = None,
-            num_cpus: int | None = None) -> None:
+            num_cpus: int | None = None, threads: int | None = None) -> None:
     """Cells as Ray tasks, each declaring one GPU when the cluster has GPUs. Base cells run first (they fill
     shared caches); then every other cell is submitted at once and the cluster schedules them."""
     import ray  # noqa: PLC0415
 
     if not ray.is_initialized():
+        env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "S3FT_THREADS")} if threads else {}
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus, include_dashboard=False,
-                 log_to_driver=False)
+                 log_to_driver=False, runtime_env={"env_vars": env} if env else None)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
     remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=0)(_ray_cell)
     args = (runner.recipe.to_dict(), runner.recipe.source, str(runner.data_dir) if runner.data_dir else None,
@@ -159,7 +224,7 @@ def run_ray(runner: CellRunner, cells: Sequence[Cell], progress: Progress, *, ad
         pending = {}
         for cell in wave:
             progress.stage(cell, "queued on ray")
-            pending[remote.remote(args[0], args[1], cell, *args[2:])] = cell
+            pending[remote.remote(args[0], args[1], cell, *args[2:], threads)] = cell
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell, error = ray.get(ready[0])

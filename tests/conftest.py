@@ -59,3 +59,32 @@ def procs_with(marker: str) -> list[int]:
         if marker.encode() in cmdline and state != b"Z":
             found.append(int(pid))
     return found
+
+
+# Becomes an unprivileged user inside a private mount namespace in which the interpreter is reachable (it may
+# live under /root, which other users cannot enter), then runs argv[2:] with the environment in argv[1].
+_AS_USER = r"""
+import ctypes, json, os, sys, tempfile
+from evals.judges import sandbox
+uid, env, argv = int(sys.argv[1]), json.loads(sys.argv[2]), sys.argv[3:]
+if ctypes.CDLL(None, use_errno=True).unshare(sandbox._CLONE_NEWNS) != 0:
+    sys.exit("unshare(CLONE_NEWNS) failed")
+sandbox._mount(None, "/", None, sandbox._MS_REC | sandbox._MS_PRIVATE)
+hidden, rebind = sandbox._hidden_paths()
+sandbox.hide_and_rebind([h for h in hidden if h != "/run"], rebind, tempfile.mkdtemp())
+os.setgroups([])
+os.setresgid(uid, uid, uid)
+os.setresuid(uid, uid, uid)
+os.chdir(env["HOME"])
+os.execve(argv[0], argv, env)
+"""
+
+
+def run_as_normal_user(argv: list[str], *, uid: int, env: dict, timeout: float = 300):
+    """Run argv as `uid` (no groups, no capabilities): how a normal user runs the suite. Needs root."""
+    import json  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    return subprocess.run([sys.executable, "-c", _AS_USER, str(uid), json.dumps(env), *argv], capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)

@@ -64,3 +64,38 @@ def test_eval_writes_a_valid_result_with_an_adapter(tmp_path, data_dir):
     assert set(doc["drops"]["per_benchmark"]) == {"winogrande", "arc_challenge"}
     assert doc["forgetting_signal"]["n_prompts"] == 2
     assert "squad: acc=" in proc.stdout and "wrote" in proc.stdout
+
+
+def test_doctor_reports_sandbox_data_models_device(data_dir):
+    proc = run_repro("doctor", "--data-dir", str(data_dir))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["sandbox", "data", "models", "device"]
+    assert lines[0].split()[1] in ("bwrap", "unshare"), lines[0]       # a contained mode, never rlimits unasked
+    assert "files match SHA256SUMS" in lines[1] and "MISSING" not in lines[1] and "CORRUPT" not in lines[1]
+    assert "smollm2-135m-instruct" in lines[2]
+
+
+def test_runs_write_under_the_work_dir_by_default(tmp_path, data_dir):
+    proc = run_repro("run", "--preset", "smoke", "--dry-run", "--data-dir", str(data_dir),
+                     "--work-dir", str(tmp_path / "w"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert str(tmp_path / "w" / "smoke" / "gsm8k" / "base" / "seed0") in proc.stdout
+    assert str(REPO / "results") not in proc.stdout
+
+
+def test_code_judging_refuses_to_start_without_a_sandbox_unless_opted_in(tmp_path, data_dir):
+    env = {"S3FT_SANDBOX": "rlimits", "S3FT_ALLOW_UNSANDBOXED_CODE": ""}   # the mode that contains nothing
+    work = tmp_path / "w"
+    proc = run_repro("run", "--preset", "smoke", "--tasks", "mbpp", "--data-dir", str(data_dir),
+                     "--work-dir", str(work), env=env)
+    assert proc.returncode == 2 and "--allow-unsandboxed-code" in proc.stderr, proc.stderr[-3000:]
+    assert not list(work.rglob("result.json")) and not (work / "smoke" / "run.log").exists(), "work started"
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(json.dumps({"test_list": ["assert f() == 1"], "response": "```python\ndef f():\n    return 1\n```"})
+                     + "\n")
+    proc = run_repro("judge", "--task", "mbpp", "--predictions", str(preds), env=env)
+    assert proc.returncode == 2 and "--allow-unsandboxed-code" in proc.stderr
+    proc = run_repro("judge", "--task", "mbpp", "--predictions", str(preds), "--allow-unsandboxed-code", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("accuracy=1.000000 n=1") and "UNSANDBOXED" in proc.stderr

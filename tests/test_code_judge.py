@@ -1,18 +1,23 @@
 """MBPP judge: code extraction, verdicts on real MBPP rows, and adversarial programs."""
 from __future__ import annotations
 
+import json
 import os
+import secrets
+import shutil
 import socket
+import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import procs_with
+import sandbox_attacks
+from conftest import procs_with, run_as_normal_user
 
-from evals.judges import Verdict
+from evals.judges import Verdict, sandbox
 from evals.judges.code import JUDGE_VERSION, extract_code, judge_code, judge_code_many
-from evals.judges.sandbox import isolation_mode
 
 # MBPP task 2, verbatim (including the dataset's \r\n line endings)
 SIMILAR_CODE = ("def similar_elements(test_tup1, test_tup2):\r\n  res = tuple(set(test_tup1) & set(test_tup2))\r\n"
@@ -37,9 +42,10 @@ HEAP_TESTS = [
 ]
 WRONG_SIMILAR = "def similar_elements(a, b):\n    return (4, 5)\n"
 
-MODE = isolation_mode()
-needs_namespaces = pytest.mark.skipif(MODE == "rlimits", reason="no namespaces on this machine (rlimits fallback)")
-needs_fs_isolation = pytest.mark.skipif(MODE != "bwrap", reason="only bwrap isolates the filesystem")
+# Every contained mode is tested; only bwrap may be missing (a fresh machine has no bubblewrap: it gets unshare).
+CONTAINED_MODES = [pytest.param("unshare"),
+                   pytest.param("bwrap", marks=pytest.mark.skipif(sandbox._probe("bwrap") is None,
+                                                                   reason="bubblewrap not installed here"))]
 
 
 def fenced(code: str, lang: str = "python") -> str:
@@ -211,30 +217,6 @@ def test_early_exit_before_asserts(exit_call):
     assert verdict.reason == "exited with code 0 before the asserts finished"
 
 
-def test_fork_bomb():
-    marker = f"s3ft-forkbomb-{uuid.uuid4().hex}"
-    code = (f"import os\nfor _ in range(300):\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n"
-            f"    if pid == 0:\n        os.execv('/bin/sleep', [{marker!r}, '30'])\n")
-    verdict = judge_similar(code)
-    assert not verdict.correct
-    assert procs_with(marker) == []
-    assert_judge_still_works()
-
-
-def test_daemonised_child():
-    marker = f"s3ft-daemon-{uuid.uuid4().hex}"
-    target = f"/tmp/{marker}"
-    code = (f"import os, sys\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-            f"        os.execv(sys.executable, [sys.executable, '-c', "
-            f"\"import time; time.sleep(60); open({target!r}, 'w').write('x')\", {marker!r}])\n"
-            f"    os._exit(0)\nos.wait()\n" + WRONG_SIMILAR)
-    verdict = judge_similar(code)
-    assert not verdict.correct and verdict.reason.startswith("AssertionError")
-    assert procs_with(marker) == []
-    assert not os.path.exists(target)
-    assert_judge_still_works()
-
-
 def test_kill_parent():
     kill = "import os\ntry:\n    os.kill(os.getppid(), 9)\nexcept OSError:\n    pass\n"
     verdict = judge_similar(kill + WRONG_SIMILAR)
@@ -248,35 +230,90 @@ def test_huge_stdout():
     assert_judge_still_works()
 
 
-@needs_fs_isolation
-def test_writes_to_home_and_tmp():
-    tag = uuid.uuid4().hex
-    host_home = os.path.expanduser("~")  # the host's real home, computed here and embedded in the program
-    paths = [f"/tmp/s3ft-{tag}", os.path.join(host_home, f"s3ft-{tag}")]
-    code = (f"import os\nfor p in {paths!r} + [os.path.join(os.environ['HOME'], 's3ft-{tag}')]:\n"
-            f"    try:\n        open(p, 'w').write('x')\n    except OSError:\n        pass\n" + WRONG_SIMILAR)
-    verdict = judge_similar(code)
-    assert not verdict.correct
-    for p in paths:
-        assert not os.path.exists(p), p
-    assert_judge_still_works()
+# ---------------------------------------------------------------- the adversarial set, in every mode, as root and
+# as a normal user: contained (nothing of the user's changed, nothing left running, no connection, no secret)
+# and judged incorrect (each attack is followed by the correct solution, so "correct" would mean it got through)
 
 
-@needs_namespaces
-def test_socket_to_local_listener():
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        server.setblocking(False)
-        port = server.getsockname()[1]
-        code = (f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n"
-                f"except OSError:\n    pass\n" + WRONG_SIMILAR)
-        verdict = judge_similar(code)
-        assert not verdict.correct
-        time.sleep(0.1)
+class _Machine:
+    """The user's things an attack could reach, and the checks that they are untouched."""
+
+    def __init__(self, home: str, owner: int) -> None:
+        self.tag = uuid.uuid4().hex
+        self.home = home
+        self.victim = f"/tmp/s3ft-victim-{self.tag}"
+        self.home_file = os.path.join(home, f"s3ft-victim-{self.tag}")
+        for path in (self.victim, self.home_file):
+            Path(path).write_text("precious")
+            os.chown(path, owner, owner)
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen()
+        self.server.setblocking(False)
+        self.ctx = {"victim": self.victim, "home": home, "home_file": self.home_file, "tag": self.tag,
+                    "marker": f"s3ft-attack-{self.tag}", "port": self.server.getsockname()[1],
+                    "secret_name": "S3FT_TEST_SECRET"}
+
+    def assert_untouched(self) -> None:
+        time.sleep(1.5)       # the daemon's deadline: it would have acted by now
+        for path in (self.victim, self.home_file):
+            assert Path(path).read_text() == "precious", path
+        for path in (f"/tmp/s3ft-{self.tag}", f"/tmp/s3ft-{self.tag}-daemon", os.path.join(self.home,
+                                                                                          f"s3ft-{self.tag}")):
+            assert not os.path.exists(path), f"{path} was written"
+        assert procs_with(self.ctx["marker"]) == [], "processes of the run survived it"
         with pytest.raises(BlockingIOError):
-            server.accept()
-    assert_judge_still_works()
+            self.server.accept()
+
+    def close(self) -> None:
+        self.server.close()
+        for path in (self.victim, self.home_file):
+            Path(path).unlink(missing_ok=True)
+
+
+def _assert_all_incorrect(verdicts: dict) -> None:
+    assert set(verdicts) == set(sandbox_attacks.attacks({k: "x" for k in ("victim", "home", "home_file", "tag",
+                                                                          "marker", "port", "secret_name")}))
+    got_through = {name: reason for name, (correct, reason) in verdicts.items() if correct}
+    assert not got_through, f"attacks judged correct (= not contained): {got_through}"
+
+
+@pytest.mark.parametrize("mode", CONTAINED_MODES)
+def test_attacks_are_contained_as_this_user(mode, monkeypatch):
+    monkeypatch.setenv(sandbox.FORCE_ENV, mode)
+    monkeypatch.setenv("S3FT_TEST_SECRET", sandbox_attacks.SECRET_VALUE)
+    machine = _Machine(os.path.expanduser("~"), os.geteuid())
+    try:
+        verdicts = sandbox_attacks.judge_all(machine.ctx)
+        machine.assert_untouched()
+    finally:
+        machine.close()
+    _assert_all_incorrect(verdicts)
+    assert all(sandbox.isolation_mode() == mode for _ in [0])
+
+
+@pytest.mark.parametrize("mode", CONTAINED_MODES)
+def test_attacks_are_contained_as_a_normal_user(mode):
+    """The judge itself runs as an unprivileged uid (root drops to one first): user namespaces instead of a
+    throwaway uid."""
+    if os.geteuid() != 0:
+        pytest.skip("already a normal user: test_attacks_are_contained_as_this_user is this case")
+    uid = 1_400_000_000 + secrets.randbelow(1_000_000)
+    home = Path(tempfile.mkdtemp(prefix="s3ft-home-"))     # directly in /tmp: pytest's tmp_path is root-only
+    os.chown(home, uid, uid)
+    machine = _Machine(str(home), uid)
+    env = {"HOME": str(home), "PATH": os.environ["PATH"], "LANG": "C.UTF-8", sandbox.FORCE_ENV: mode,
+           "S3FT_TEST_SECRET": sandbox_attacks.SECRET_VALUE}
+    script = str(Path(__file__).with_name("sandbox_attacks.py"))
+    try:
+        proc = run_as_normal_user([sys.executable, script, json.dumps(machine.ctx)], uid=uid, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        verdicts = json.loads(proc.stdout.strip().splitlines()[-1])
+        machine.assert_untouched()
+    finally:
+        machine.close()
+        shutil.rmtree(home, ignore_errors=True)
+    _assert_all_incorrect(verdicts)
 
 
 # ---------------------------------------------------------------- parallel

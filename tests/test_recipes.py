@@ -30,3 +30,17 @@ def test_eval_tasks_follow_cross_task(setting, expected):
 def test_cross_task_must_name_the_recipes_tasks(setting):
     with pytest.raises(ValueError, match="cross_task"):
         load_recipe("smoke", [f"evaluation.cross_task={setting}"])
+
+
+def test_quick_is_the_papers_main_comparison_with_every_knob_commented():
+    from repro.recipes import RECIPE_DIR  # noqa: PLC0415
+
+    recipe = load_recipe("quick")
+    assert recipe.model == "smollm2-135m-instruct" and list(recipe.tasks) == ["squad"]
+    assert recipe.methods == ["base", "sft", "s3ft"]
+    assert set(recipe.evaluation["benchmarks"]) == {"mmlu", "truthfulqa_mc2", "hellaswag", "winogrande"}
+    text = (RECIPE_DIR / "quick.yaml").read_text()
+    bare = [line for line in text.splitlines() if ":" in line and not line.lstrip().startswith("#")
+            and "#" not in line and not line.rstrip().endswith(":")          # section headers
+            and not line.startswith(("name:", "description:"))]
+    assert not bare, f"knobs without a comment saying what they trade: {bare}"

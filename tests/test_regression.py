@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -33,8 +34,24 @@ sys.path.insert(0, str(REPO))   # paper_tables.py lives at the repo root, outsid
 import paper_tables  # noqa: E402
 
 
+def _git_tracked(root: Path) -> set[Path] | None:
+    """Files git tracks under `root`, or None when `root` is not in a git checkout (e.g. an unpacked tarball)."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--", "."], cwd=root, capture_output=True, check=True,
+                             timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {(root / p).resolve() for p in out.decode().split("\0") if p}
+
+
 def committed_results() -> list[Path]:
-    return [p for p in find_results(RESULTS) if not OUTPUT_DIRS & set(p.relative_to(RESULTS).parts)]
+    """Result files committed under results/: only what git tracks, so a user's own (untracked) runs written
+    there never take part. S3FT_RESULTS_DIR (a run the user points at on purpose) is taken whole."""
+    paths = [p for p in find_results(RESULTS) if not OUTPUT_DIRS & set(p.relative_to(RESULTS).parts)]
+    if "S3FT_RESULTS_DIR" in os.environ or not RESULTS.is_dir():
+        return paths
+    tracked = _git_tracked(RESULTS)
+    return paths if tracked is None else [p for p in paths if p.resolve() in tracked]
 
 
 def _items(path: Path, doc: dict) -> list[dict]:
@@ -176,7 +193,15 @@ def test_committed_tables_regenerate(preset: str, tmp_path: Path) -> None:
     assert (committed / "MANIFEST.json").is_file(), (
         f"results for preset {preset} are committed but results/tables/{preset} is not: run "
         f"python paper_tables.py --preset {preset} and commit its outputs")
-    render(RESULTS, tmp_path, [preset])
+    # Render from a copy of exactly the committed result files (and their item files), not from the folder.
+    source = tmp_path / "committed"
+    for path in (p for p in _COMMITTED if json.loads(p.read_text())["cell"]["preset"] == preset):
+        doc = json.loads(path.read_text())
+        for f in (path, path.parent / doc["items"]["path"]):
+            dest = source / f.relative_to(RESULTS)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
+    render(source, tmp_path, [preset])
     new = tmp_path / "tables" / preset
     text = sorted(p.name for p in committed.iterdir() if p.suffix in (".md", ".tex"))
     assert text == sorted(p.name for p in new.iterdir() if p.suffix in (".md", ".tex"))

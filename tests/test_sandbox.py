@@ -15,9 +15,7 @@ from conftest import procs_with
 from evals.judges import sandbox
 from evals.judges.sandbox import SandboxResult, isolation_mode, run_python
 
-MODE = isolation_mode()
-needs_namespaces = pytest.mark.skipif(MODE == "rlimits", reason="no namespaces on this machine (rlimits fallback)")
-needs_fs_isolation = pytest.mark.skipif(MODE != "bwrap", reason="only bwrap isolates the filesystem")
+MODE = isolation_mode()   # raises SandboxUnavailable where no contained mode works: this suite then fails
 
 
 def daemon_program(marker: str, path: str, delay: float) -> str:
@@ -61,7 +59,7 @@ def assert_works_after() -> None:
 
 
 def test_detection_is_cached_and_reported():
-    assert MODE in {"bwrap", "unshare", "rlimits"}
+    assert MODE in sandbox.CONTAINED, "without an opt-in only a contained mode may be chosen"
     assert isolation_mode() == MODE
     res = run_python("print('hi')")
     assert isinstance(res, SandboxResult)
@@ -94,11 +92,10 @@ def test_infinite_loop_times_out():
 
 
 def test_cpu_rlimit_applies():
-    res = run_python("while True: pass", timeout=5, cpu_seconds=1)
-    assert not res.timed_out and res.wall_time < 4, res
-    # SIGXCPU, then SIGKILL. util-linux `unshare --fork` cannot re-raise SIGXCPU on itself and exits 1 instead.
-    killed = res.returncode in (128 + 24, 128 + 9)
-    assert killed or (res.isolation == "unshare" and res.returncode == 1 and "sigprocmask" in res.stderr), res
+    # A generous wall clock: on a loaded machine 1 s of CPU can take many seconds; the CPU limit must end it.
+    res = run_python("while True: pass", timeout=60, cpu_seconds=1)
+    assert not res.timed_out, res
+    assert res.returncode in (128 + 24, 128 + 9), res     # SIGXCPU, then SIGKILL at the hard limit
 
 
 def test_memory_bomb():
@@ -122,8 +119,6 @@ def test_file_size_limit():
 
 
 def test_fork_bomb_is_capped_and_killed():
-    if os.geteuid() == 0 and not sandbox._mode().drop_uid:
-        pytest.skip("running as root without a throwaway uid: RLIMIT_NPROC cannot apply")
     marker = f"s3ft-forkbomb-{uuid.uuid4().hex}"
     res = run_python(fork_bomb(marker), timeout=5, max_processes=32)
     forked = int(res.stdout.split()[-1])
@@ -149,7 +144,6 @@ def test_killing_the_parent_is_contained():
     assert_works_after()
 
 
-@needs_fs_isolation
 def test_writes_do_not_reach_the_host():
     tag = uuid.uuid4().hex
     host_home = os.path.expanduser("~")
@@ -172,7 +166,6 @@ print(os.getcwd())
         assert not os.path.exists(p), p
 
 
-@needs_namespaces
 def test_no_network():
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -198,7 +191,8 @@ def rlimits_mode():
 
 @pytest.fixture
 def forced_rlimits(monkeypatch, rlimits_mode):
-    monkeypatch.setattr(sandbox, "_mode", lambda: rlimits_mode)
+    monkeypatch.setenv(sandbox.ALLOW_ENV, "1")
+    monkeypatch.setenv(sandbox.FORCE_ENV, "rlimits")
     monkeypatch.setattr(sandbox, "_warned", set())
 
 
@@ -209,7 +203,7 @@ def test_fallback_warns_loudly(forced_rlimits, caplog):
     assert res.isolation == "rlimits" and res.stdout == "ok\n"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, "warn once per process"
-    assert "WEAK SANDBOX" in warnings[0].getMessage() and "rlimits" in warnings[0].getMessage()
+    assert "UNSANDBOXED" in warnings[0].getMessage() and "rlimits" in warnings[0].getMessage()
 
 
 def test_fallback_kills_infinite_loop(forced_rlimits):
@@ -234,15 +228,51 @@ def test_fallback_kills_daemon_on_timeout(forced_rlimits):
     assert procs_with(marker) == []
 
 
-def test_unshare_mode_when_available(monkeypatch):
-    mode = sandbox._best("unshare")
-    if mode is None:
-        pytest.skip("unshare namespaces unavailable here")
-    monkeypatch.setattr(sandbox, "_mode", lambda: mode)
-    marker = f"s3ft-daemon-{uuid.uuid4().hex}"
-    res = run_python(daemon_program(marker, f"/tmp/{marker}", delay=60) + "\nwhile True: pass\n", timeout=2)
-    assert res.timed_out and res.isolation == "unshare"
-    assert procs_with(marker) == []
+def test_rlimits_is_never_chosen_without_the_opt_in(monkeypatch):
+    monkeypatch.delenv(sandbox.ALLOW_ENV, raising=False)
+    monkeypatch.setenv(sandbox.FORCE_ENV, "rlimits")
+    with pytest.raises(sandbox.SandboxUnavailable, match="allow-unsandboxed-code"):
+        run_python("print('ok')")
+
+
+# ---------------------------------------------------------------- which mode a machine gets
+
+
+def test_a_machine_without_bubblewrap_gets_the_unshare_mode(monkeypatch, tmp_path):
+    # A fresh machine has no bubblewrap: auto-detection must still find a contained mode (no skip here).
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv(sandbox.FORCE_ENV, raising=False)
+    monkeypatch.delenv(sandbox.ALLOW_ENV, raising=False)
+    monkeypatch.setattr(sandbox, "_probed", {})
+    assert isolation_mode() == "unshare"
+    res = run_python("import os; print(os.getuid())")
+    assert res.isolation == "unshare" and res.returncode == 0
+    assert int(res.stdout) != 0 and int(res.stdout) != os.getuid()   # a throwaway uid / the ns's nobody
+    assert "unshare" in sandbox.describe()
+
+
+def test_refuses_without_a_contained_mode(monkeypatch, rlimits_mode):
+    # Not root, no bubblewrap, no user namespaces: simulated by the probe results.
+    monkeypatch.delenv(sandbox.FORCE_ENV, raising=False)
+    monkeypatch.delenv(sandbox.ALLOW_ENV, raising=False)
+    monkeypatch.setattr(sandbox, "_probed", {"bwrap": None, "unshare": None, "rlimits": rlimits_mode})
+    monkeypatch.setattr(sandbox, "_probe_errors", {"bwrap": "bubblewrap (bwrap) is not installed",
+                                                   "unshare": "unshare: Operation not permitted"})
+    with pytest.raises(sandbox.SandboxUnavailable) as err:
+        run_python("print('never runs')")
+    assert "install bubblewrap" in str(err.value) and "--allow-unsandboxed-code" in str(err.value)
+    assert sandbox.describe().startswith("REFUSED")
+    monkeypatch.setenv(sandbox.ALLOW_ENV, "1")           # the explicit opt-in
+    monkeypatch.setattr(sandbox, "_warned", set())
+    assert run_python("print('ok')").isolation == "rlimits"
+
+
+def test_forcing_a_mode_that_does_not_work_names_the_fix(monkeypatch):
+    monkeypatch.setattr(sandbox, "_probed", {"bwrap": None})
+    monkeypatch.setattr(sandbox, "_probe_errors", {"bwrap": "bubblewrap (bwrap) is not installed"})
+    monkeypatch.setenv(sandbox.FORCE_ENV, "bwrap")
+    with pytest.raises(sandbox.SandboxUnavailable, match="install bubblewrap"):
+        isolation_mode()
 
 
 def test_an_interpreter_under_tmp_is_bound_back_into_the_private_tmp(monkeypatch):

@@ -1,0 +1,56 @@
+"""`python -m repro doctor`: what this machine gives a run - the code sandbox, the data, the models, the device.
+The same lines open every `python -m repro run`, so a log says what it ran on."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def sandbox_line() -> str:
+    from evals.judges import sandbox  # noqa: PLC0415
+
+    return sandbox.describe()
+
+
+def data_line(data_dir: Path | None) -> str:
+    """The data directory and whether every file its SHA256SUMS lists is present and intact."""
+    from evals.data import CHECKSUM_FILE, _expected_checksums, file_sha256  # noqa: PLC0415
+
+    if data_dir is None:
+        return "none given (--data-dir / $S3FT_DATA_DIR): datasets come from the hub (needs network)"
+    expected = _expected_checksums(data_dir)
+    if not expected:
+        return f"{data_dir}: no {CHECKSUM_FILE}, contents not verified"
+    missing = [n for n in expected if not (data_dir / n).is_file()]
+    bad = [n for n, d in expected.items() if n not in missing and file_sha256(data_dir / n) != d]
+    status = f"{len(expected) - len(missing) - len(bad)}/{len(expected)} files match {CHECKSUM_FILE}"
+    if missing:
+        status += f"; MISSING {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}"
+    if bad:
+        status += f"; CORRUPT {', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}"
+    return f"{data_dir}: {status}"
+
+
+def models_line() -> str:
+    from repro.models import OFFLINE, cache_root  # noqa: PLC0415
+
+    parts = []
+    for name in OFFLINE:
+        cached = (cache_root() / "models" / name / "DONE.json").is_file()
+        parts.append(f"{name} {'cached' if cached else 'not fetched (python -m repro models fetch ' + name + ')'}")
+    return f"{cache_root()}: " + "; ".join(parts)
+
+
+def device_line() -> str:
+    import torch  # noqa: PLC0415
+
+    if torch.cuda.is_available():
+        return (f"cuda: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)} (torch {torch.__version__}, "
+                f"CUDA {torch.version.cuda})")
+    return (f"cpu: {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads "
+            f"(no GPU)")
+
+
+def lines(data_dir: Path | None) -> list[str]:
+    return [f"sandbox: {sandbox_line()}", f"data:    {data_line(data_dir)}", f"models:  {models_line()}",
+            f"device:  {device_line()}"]
