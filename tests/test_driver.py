@@ -135,4 +135,13 @@ def test_ray_executor_runs_cells_as_ray_tasks(uninterrupted, tmp_path, data_dir)
     clean, via_ray = load_grid(uninterrupted / "results"), load_grid(tmp_path / "results")
     assert sorted(clean) == sorted(via_ray)
     for key in clean:
-        assert normalized(via_ray[key]) == normalized(clean[key]), key
+        a, b = normalized(via_ray[key]), normalized(clean[key])
+        # The cross-domain KL runs long benchmark texts through the model; a Ray worker runs with another torch
+        # thread count, which changes the float summation order: equal to a tolerance, not bit for bit.
+        ka = (a.get("forgetting_signal") or {}).pop("cross_domain", None) or {}
+        kb = (b.get("forgetting_signal") or {}).pop("cross_domain", None) or {}
+        assert a == b, key
+        assert {k: v for k, v in ka.items() if k != "kl_base_tuned_per_token"} == \
+            {k: v for k, v in kb.items() if k != "kl_base_tuned_per_token"}, key
+        assert ka.get("kl_base_tuned_per_token") == pytest.approx(kb.get("kl_base_tuned_per_token"), rel=1e-3,
+                                                                  abs=1e-9), key
