@@ -143,5 +143,6 @@ def test_ray_executor_runs_cells_as_ray_tasks(uninterrupted, tmp_path, data_dir)
         assert a == b, key
         assert {k: v for k, v in ka.items() if k != "kl_base_tuned_per_token"} == \
             {k: v for k, v in kb.items() if k != "kl_base_tuned_per_token"}, key
-        assert ka.get("kl_base_tuned_per_token") == pytest.approx(kb.get("kl_base_tuned_per_token"), rel=1e-3,
+        if ka or kb:   # cells that trained
+            assert ka["kl_base_tuned_per_token"] == pytest.approx(kb["kl_base_tuned_per_token"], rel=1e-3,
                                                                   abs=1e-9), key
