@@ -20,7 +20,7 @@ named extended average.
 Statistics (evals.stats): seeds are replicates, items the sampling unit. Each method's per-item score is the mean
 over its seeds; methods are compared paired on the same items with exact McNemar, sign-flip permutation or a
 cluster (passage) permutation/bootstrap, and every comparison shows n, effect [95% CI], p and the minimum
-detectable effect. ``print_comparisons(results_dir, preset)`` prints the comparison table of one preset.
+detectable effect. ``run_summary(results_dir, preset)`` gives what a finished run prints.
 """
 from __future__ import annotations
 
@@ -737,27 +737,6 @@ def table_comparisons(g: Grid) -> Table:
                  used, notes)
 
 
-def comparisons_table(results: Path | str, preset: str) -> Table | None:
-    """The comparison table of one preset's results folder (``<results>/<preset>/...``), None when it has no
-    cells. ``.markdown()`` gives the printed form; ``comparison_rows`` the numbers."""
-    cells = load_cells(Path(results), preset)
-    if not cells:
-        return None
-    return table_comparisons(Grid(preset, cells, json.loads(PAPER_REFERENCE.read_text())))
-
-
-def print_comparisons(results: Path | str, preset: str, echo: Callable[[str], None] = print) -> str:
-    """Print (through ``echo``) and return the Markdown comparison table of a preset's results: what a run shows
-    at its end. Returns "" (and prints a one-line note) when there are no results."""
-    table = comparisons_table(results, preset)
-    if table is None:
-        echo(f"no results for preset {preset} under {results}")
-        return ""
-    md = table.markdown()
-    echo(md)
-    return md
-
-
 def table_cross_task(g: Grid) -> tuple[Table, list[str], list[list[float | None]], list[list[float | None]]]:
     """The cross-task matrix; also returns the row labels, accuracies and deltas for the heatmap."""
     base_acc: dict[str, float | None] = {}
@@ -1023,14 +1002,14 @@ def render_preset(preset: str, cells: list[Cell], ref: dict, out: Path,
 
 
 def run_summary(results: Path, preset: str) -> str:
-    """What a finished `python -m repro run` prints: the in-domain accuracy, the generalization drops and the
-    paired comparisons of `preset` under `results`, as Markdown (the same tables this script writes); '' when the
-    preset has no results there."""
+    """What a finished `python -m repro run` (and `repro compare`) prints: in-domain scores, target sources, the
+    generalization drops and the paired comparisons of `preset` under `results`, as Markdown (the same tables this
+    script writes); '' when the preset has no results there."""
     cells = load_cells(results, preset)
     if not cells:
         return ""
     g = Grid(preset, cells, json.loads(PAPER_REFERENCE.read_text()))
-    return "\n\n".join(tb.markdown() for tb in (table2(g), table4(g), table_comparisons(g)))
+    return "\n\n".join(tb.markdown() for tb in (table2(g), table3(g), table4(g), table_comparisons(g)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,8 +31,11 @@ def _logprobs(model, pair: EncodedPair):
 
 
 def forgetting_signal(tuned, tokenizer, prompts: Sequence[list[Message]], base_responses: Sequence[str],
-                      gold_responses: Sequence[str], *, base=None) -> dict:
-    """`tuned` is a PeftModel (base = adapter disabled) or a full model with `base` given separately."""
+                      gold_responses: Sequence[str], *, base=None,
+                      base_truncated: Sequence[bool] | None = None) -> dict:
+    """`tuned` is a PeftModel (base = adapter disabled) or a full model with `base` given separately.
+    `base_truncated[i]`: the base answer stopped on the token cap; it is scored without an end-of-turn token the
+    model never produced."""
     if base is None and not hasattr(tuned, "disable_adapter"):
         raise ValueError("a fully fine-tuned model needs the base model passed as `base`")
 
@@ -42,8 +45,11 @@ def forgetting_signal(tuned, tokenizer, prompts: Sequence[list[Message]], base_r
     base_model = tuned if base is None else base
     kl_sum = kl_tokens = 0.0
     nll_t = nll_b = gold_tokens = 0.0
-    for messages, own, gold in zip(prompts, base_responses, gold_responses):
+    cut = list(base_truncated) if base_truncated is not None else [False] * len(prompts)
+    for messages, own, gold, was_cut in zip(prompts, base_responses, gold_responses, cut):
         pair = encode_pair(tokenizer, messages, own)
+        if was_cut:
+            pair = EncodedPair(pair.input_ids[:-1], pair.prompt_len)
         with base_ctx():
             lp_base, _ = _logprobs(base_model, pair)
         lp_tuned, _ = _logprobs(tuned, pair)

@@ -42,9 +42,17 @@ def _results_root(args) -> Path:
     return Path(args.results_dir or args.work_dir)
 
 
-def _require_sandbox(tasks) -> None:
-    """Code-judged tasks refuse to start without a sandbox (before any work), not hours into a grid."""
-    if "mbpp" in set(tasks):
+def _require_sandbox(tasks, specs: dict | None = None) -> None:
+    """Code-judged tasks (MBPP, a YAML task with a `code` judge) refuse to start without a sandbox before any
+    work, not hours into a grid. `specs`: the recipe's task settings, where a task's `file` names its YAML."""
+    from evals.tasks import get_task  # noqa: PLC0415
+    from evals.tasks.from_file import is_task_file  # noqa: PLC0415
+
+    def runs_code(name: str) -> bool:
+        target = ((specs or {}).get(name) or {}).get("file") or name
+        return target == "mbpp" or (is_task_file(target) and getattr(get_task(target), "judge_kind", "") == "code")
+
+    if any(runs_code(t) for t in set(tasks)):
         from evals.judges import sandbox  # noqa: PLC0415
 
         sandbox.require()
@@ -242,7 +250,7 @@ def cmd_build(args) -> int:
             settings[key] = getattr(args, key)
     recipe = _adhoc_recipe(args, tasks={task_name: settings}, methods=(args.method,))
     recipe.tasks.setdefault(task_name, settings)               # a preset plus a task file it does not list
-    _require_sandbox([task_name])
+    _require_sandbox([task_name], recipe.tasks)
     runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
                         results_root=_results_root(args), progress=not args.quiet)
     cell = Cell(recipe.name, task_name, args.method, 0)
@@ -298,7 +306,7 @@ def cmd_eval(args) -> int:
     benchmarks = {b: {"limit": args.benchmark_limit} for b in (args.benchmarks or [])}
     recipe = _adhoc_recipe(args, tasks=tasks, benchmarks=benchmarks)
     recipe.evaluation["chat_template"] = args.chat_template
-    _require_sandbox(args.tasks)
+    _require_sandbox(recipe.tasks, recipe.tasks)
     runner = CellRunner(recipe, data_dir=_data_dir(args), work_root=Path(args.work_dir),
                         results_root=_results_root(args), progress=not args.quiet)
     method = "base" if args.adapter is None else "external-adapter"
@@ -348,7 +356,7 @@ def cmd_run(args) -> int:
     say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     for line in lines(data_dir):
         say(line)
-    _require_sandbox({c.task for c in cells})    # before any work: a refused sandbox must not cost an hour
+    _require_sandbox({c.task for c in cells}, recipe.tasks)    # before any work: a refused sandbox must not cost an hour
     log_path = runner.work / "run.log"
     say(f"run:     preset {recipe.name} ({recipe.model}), {len(cells)} cells, {threads} threads; results -> "
         f"{runner.results}, detail -> {log_path}")
@@ -413,21 +421,22 @@ def _run_summary(results_root: Path, preset: str) -> str:
 # --- compare -------------------------------------------------------------------------------------------------
 
 def cmd_compare(args) -> int:
-    from repro.compare import compare_recipe, render_comparison, write_recipe  # noqa: PLC0415
+    from repro.compare import compare_recipe, write_recipe  # noqa: PLC0415
 
     raw = compare_recipe(args.preset, args.task, model=args.model, train=args.train, test=args.test,
                          methods=args.methods, seeds=args.seeds, name=args.name, overrides=args.overrides)
     path = write_recipe(raw, Path(args.work_dir))
     print(f"compare: {raw['name']} = preset {args.preset} with task {list(raw['tasks'])[0]} and model {raw['model']} "
           f"({', '.join(raw['methods'])}; recipe {path})", file=sys.stderr)
-    run_argv = ["run", "--preset", str(path), "--work-dir", args.work_dir, "--results-dir", args.results_dir,
+    # The normal grid driver, as `repro run` runs it: resumable, one progress line, and it ends by printing the
+    # comparison tables (paper_tables.run_summary).
+    run_argv = ["run", "--preset", str(path), "--work-dir", args.work_dir,
+                *(["--results-dir", args.results_dir] if args.results_dir else []),
                 *(["--data-dir", args.data_dir] if args.data_dir else []), *(["--quiet"] if args.quiet else []),
+                *(["--allow-unsandboxed-code"] if args.allow_unsandboxed_code else []),
                 *(["--dry-run"] if args.dry_run else [])]
-    run_args = build_parser().parse_args(run_argv)            # the normal grid driver, as `repro run` runs it
-    rc = run_args.func(run_args)
-    if not args.dry_run:
-        print(render_comparison(Path(args.results_dir), raw["name"]))
-    return rc
+    run_args = build_parser().parse_args(run_argv)
+    return run_args.func(run_args)
 
 
 # --- parser --------------------------------------------------------------------------------------------------

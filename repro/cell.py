@@ -316,7 +316,8 @@ class CellRunner:
                                              progress=self.progress)
         base_model = None if hasattr(hf_tuned, "disable_adapter") else self.base_generator().model
         return {**forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
-                                    [task.gold_response(ex) for ex in exs], base=base_model),
+                                    [task.gold_response(ex) for ex in exs], base=base_model,
+                                    base_truncated=[o.finish_reason == "length" for o in own]),
                 "scope": "in-task: held-out prompts of the cell's own task"}
 
     # --- the whole cell ---------------------------------------------------------------------------------------

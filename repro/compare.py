@@ -8,11 +8,7 @@ and its model for ``--model``, writes that recipe to ``<work-dir>/<name>/recipe.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -56,29 +52,3 @@ def write_recipe(raw: dict, work_dir: Path) -> Path:
     header = "# written by `python -m repro compare`; rerun that command (or `repro run --preset <this file>`)\n"
     atomic_write_bytes(path, (header + yaml.safe_dump(raw, sort_keys=False)).encode("utf-8"))
     return path
-
-
-def _paper_tables() -> Any:
-    """paper_tables.py is a script at the repository root, not a package module."""
-    try:
-        return importlib.import_module("paper_tables")
-    except ModuleNotFoundError:
-        path = Path(__file__).resolve().parents[1] / "paper_tables.py"
-        spec = importlib.util.spec_from_file_location("paper_tables", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["paper_tables"] = module
-        spec.loader.exec_module(module)
-        return module
-
-
-def render_comparison(results_root: Path, preset: str) -> str:
-    """The comparison's tables as Markdown, made by the very functions paper_tables.py uses (the one place this
-    module calls into paper_tables: Grid, table2, table3, table4 and table_comparisons)."""
-    import json  # noqa: PLC0415
-
-    pt = _paper_tables()
-    cells = pt.load_cells(Path(results_root), preset)
-    if not cells:
-        return f"no results for {preset} under {results_root}"
-    g = pt.Grid(preset, cells, json.loads(pt.PAPER_REFERENCE.read_text()))
-    return "\n".join(t.markdown() for t in (pt.table2(g), pt.table3(g), pt.table4(g), pt.table_comparisons(g)))
