@@ -530,7 +530,9 @@ def effect_ci_txt(x: float, ci: list[float], scale: float = 100.0) -> str:
 def mde_txt(m: float, scale: float = 100.0) -> str:
     import math  # noqa: PLC0415
 
-    return "none detectable" if not math.isfinite(m) else f"{scale * m:.1f}"
+    if not math.isfinite(m):
+        return "none detectable"
+    return f"{scale * m:.1f}" if scale != 1.0 else f"{m:.4f}"     # points to 0.1; nats to 4 decimals
 
 
 # ----------------------------------------------------------------------------------------------------------------

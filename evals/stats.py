@@ -715,4 +715,5 @@ def verdict(diff: float, p: float, mde: float, *, better: str, worse: str, unit:
         return better if diff > 0 else worse
     if not math.isfinite(mde):
         return "cannot tell at this n (too few items for any test to reach p < 0.05)"
-    return f"cannot tell at this n (an effect up to {scale * mde:.1f} {unit} could hide)"
+    size = f"{scale * mde:.1f}" if scale != 1.0 else f"{mde:.4f}"     # points to 0.1; nats to 4 decimals
+    return f"cannot tell at this n (an effect up to {size} {unit} could hide)"
