@@ -665,7 +665,7 @@ def comparison_rows(g: Grid) -> list[dict]:
             cost = f"{train_cost(da)}; {train_cost(db)}"
             for label, names in ((f"paper-four avg drop ({len(head)} benchmarks, base − tuned)", head),
                                  (f"extended avg drop ({len(g.benches)} benchmarks, base − tuned)", list(g.benches))):
-                if not names:
+                if not names or (names is not head and set(names) == set(head)):   # no extra benchmark: one row
                     continue
                 per, va, vb = {}, [], []
                 for bn in names:
