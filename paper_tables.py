@@ -211,7 +211,7 @@ class Table:
     def footer(self) -> list[str]:
         """Where the numbers came from: preset, model, seeds, hardware, commits, dates (never "now": reruns must
         be byte-identical)."""
-        from repro.provenance import hardware_label  # noqa: PLC0415
+        from repro.runtime.provenance import hardware_label  # noqa: PLC0415
 
         cells = list({c.path: c for c in self.cells}.values())   # a cell may feed several rows: count it once
         prov = [c.doc["provenance"] for c in cells]
@@ -467,7 +467,7 @@ def headline_metric(g: "Grid", task: str) -> str:
     stored.discard(None)
     if len(stored) == 1:
         return stored.pop()
-    from repro.recipes import load_recipe  # noqa: PLC0415
+    from repro.driver.recipes import load_recipe  # noqa: PLC0415
 
     try:
         return (load_recipe(g.preset).tasks.get(task) or {}).get("headline_metric", "acc")
@@ -477,8 +477,8 @@ def headline_metric(g: "Grid", task: str) -> str:
 
 def headline_benches(g: "Grid") -> list[str]:
     """The paper's four benchmarks among ours: the recipe's evaluation.headline_benchmarks as stored with the cells,
-    else the registry's headline flags (evals.general.BENCHMARKS)."""
-    from evals.general import BENCHMARKS  # noqa: PLC0415
+    else the registry's headline flags (evals.benchmarks.BENCHMARKS)."""
+    from evals.benchmarks import BENCHMARKS  # noqa: PLC0415
 
     for c in g.cells:
         given = c.doc["provenance"].get("recipe", {}).get("evaluation", {}).get("headline_benchmarks")
@@ -605,7 +605,7 @@ def table4(g: Grid) -> Table:
              f"{', '.join(head) or 'none of its four benchmarks'} (* in the header; TruthfulQA counted once, as mc2) "
              "- the quantity the abstract's SFT 'up to 4.4' (worst fine-tuning dataset [I]) and S3FT 2.5 [V] "
              "report. CI: bootstrap resampling items within each benchmark. Which benchmarks feed it: the recipe's "
-             "evaluation.headline_benchmarks / evals.general.BENCHMARKS[...].headline.",
+             "evaluation.headline_benchmarks / evals.benchmarks.BENCHMARKS[...].headline.",
              "Extended avg drop: the same mean over every benchmark run here (adds ARC, TruthfulQA mc1, 5-shot "
              "MMLU where present). It is not the paper's number.",
              "Δ log p(correct): mean over the paper-four benchmarks of the per-item change of log p of the correct "

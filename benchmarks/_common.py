@@ -34,7 +34,7 @@ def environment(model: str | None = None) -> dict:
     """Everything a timing depends on besides the code under test: hardware, libraries, commit, load, threads."""
     import torch  # noqa: PLC0415
 
-    from repro import models, provenance  # noqa: PLC0415
+    from repro.runtime import models, provenance  # noqa: PLC0415
 
     env = {"date": provenance.now(), **provenance.git_info(), "versions": provenance.versions(),
            "hardware": provenance.hardware(), "torch_threads": torch.get_num_threads(),

@@ -6,10 +6,10 @@
 Arms, on the same real prompts (a seeded subset of a task's *train* split, rendered by the project's chat template),
 the same model object, greedy decoding, the same max_new_tokens and end-of-turn ids, and no generation cache:
 
-  hf       repro.generate.HFGenerator as the pipeline uses it: batches of --batch-size prompts, longest first,
+  hf       repro.runtime.generate.HFGenerator as the pipeline uses it: batches of --batch-size prompts, longest first,
            left-padded, KV cache
   naive    for each prompt: tokenizer -> model.generate -> decode (KV cache on, batch of one)
-  vllm     repro.generate.VLLMGenerator on the whole prompt list (only with vLLM installed and a GPU)
+  vllm     repro.runtime.generate.VLLMGenerator on the whole prompt list (only with vLLM installed and a GPU)
 
 Timing is interleaved at the level of one batch: the prompts are sorted longest-first and cut into batches exactly as
 HFGenerator cuts them; for each batch the hf arm generates it as one call and the naive arm generates the same
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     import torch  # noqa: PLC0415
 
     from evals.tasks import get_task  # noqa: PLC0415
-    from repro.generate import DecodingParams, Generation, _cut_at_stop, make_generator, vllm_available  # noqa: PLC0415
+    from repro.runtime.generate import DecodingParams, Generation, _cut_at_stop, make_generator, vllm_available  # noqa: PLC0415
 
     load_start = C.load()
     env = C.environment(args.model)

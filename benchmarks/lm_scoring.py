@@ -3,7 +3,7 @@
     python -m benchmarks.lm_scoring                       # SmolLM2-135M-Instruct, five benchmarks, CPU
     python -m benchmarks.lm_scoring --limits mmlu=57 hellaswag=80 --reps 2
 
-Both arms run the suite's own path, ``evals.general.evaluate_benchmarks`` (lm-eval's task YAMLs, prompts, metrics,
+Both arms run the suite's own path, ``evals.benchmarks.evaluate_benchmarks`` (lm-eval's task YAMLs, prompts, metrics,
 seeded items), on the same loaded model object, differing only in ``backend``:
 
   hf       lm-eval's HFLM (batch size --batch-size, the presets' 8): one padded sequence per (context, choice),
@@ -57,9 +57,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     import numpy as np  # noqa: PLC0415
 
-    import evals.general as general  # noqa: PLC0415
+    import evals.benchmarks as general  # noqa: PLC0415
     from evals.lm_backend import DEFAULT_MAX_BATCH_TOKENS  # noqa: PLC0415
-    from repro import models  # noqa: PLC0415
+    from repro.runtime import models  # noqa: PLC0415
 
     limits = dict(DEFAULT_LIMITS)
     for item in args.limits:
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
 
     doc = {
         "benchmark": "lm_scoring",
-        "what": "benchmark scoring through evals.general.evaluate_benchmarks: the shared-prefix lm-eval backend "
+        "what": "benchmark scoring through evals.benchmarks.evaluate_benchmarks: the shared-prefix lm-eval backend "
                 "(s3ft-packed) vs lm-eval's HF backend on the same items, interleaved per benchmark",
         "setup": {"model": args.model, "dtype": str(next(model.parameters()).dtype), "limits": limits,
                   "seed": args.seed, "hf_batch_size": args.batch_size, "packed_max_batch_tokens": max_batch_tokens,

@@ -23,7 +23,7 @@ CHILD = r"""
 import json, os, sys, time
 from pathlib import Path
 from evals.tasks import get_task
-from repro.generate import DecodingParams, make_generator
+from repro.runtime.generate import DecodingParams, make_generator
 n, new, data = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 task = get_task("gsm8k")
 msgs = [task.predict_messages(e) for e in task.load("train", Path(data), limit=n, seed=1234)]

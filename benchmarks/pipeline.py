@@ -97,7 +97,7 @@ def stages(result: dict) -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from repro.recipes import available_presets, load_recipe  # noqa: PLC0415
+    from repro.driver.recipes import available_presets, load_recipe  # noqa: PLC0415
 
     if args.preset is not None:
         preset, overrides = args.preset, list(args.overrides)

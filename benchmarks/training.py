@@ -3,7 +3,7 @@
     python -m benchmarks.training                      # SmolLM2-135M-Instruct, 16 GSM8K gold examples x 2 epochs, batch 8, CPU
 
 Arms, on the same records (prompt = the task's training prompt, target = the gold response), tokenized by the same
-function (repro.chat.encode_pair via methods.train.encode_records), in the same order (methods.train.epoch_order for
+function (repro.runtime.chat.encode_pair via methods.train.encode_records), in the same order (methods.train.epoch_order for
 each epoch), with the same LoRA (r=8, alpha=16, dropout 0.1, q_proj+v_proj, same seed so the same initial A), the
 same AdamW, learning rate, cosine schedule, warm-up, clipping, batch size and epochs:
 
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
 
     import methods.train as core  # noqa: PLC0415
     from evals.tasks import get_task  # noqa: PLC0415
-    from repro import models  # noqa: PLC0415
+    from repro.runtime import models  # noqa: PLC0415
 
     if args.n % args.batch_size:
         raise SystemExit("--n must be a multiple of --batch-size (the Trainer arm concatenates epochs)")

@@ -51,7 +51,7 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _sha_cache:
-        from repro.store import sha256_file  # noqa: PLC0415
+        from repro.runtime.store import sha256_file  # noqa: PLC0415
 
         _sha_cache[key] = sha256_file(path)
     return _sha_cache[key]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 
-from repro.chat import EncodedPair, Message, encode_pair
+from repro.runtime.chat import EncodedPair, Message, encode_pair
 
 
 def _logprobs(model, pair: EncodedPair):

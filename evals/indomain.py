@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from evals.judges.cached import judge_cached
 from evals.stats import accuracy_summary
 from evals.tasks.base import Task
-from repro.cache import GenerationCache
-from repro.generate import DecodingParams, Generator
+from repro.runtime.cache import GenerationCache
+from repro.runtime.generate import DecodingParams, Generator
 
 
 def predict_tag(task: Task) -> str:

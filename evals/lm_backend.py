@@ -6,7 +6,7 @@ context once per ending, a TruthfulQA 6-shot preamble and question once per answ
 (``tok_encode``, ``_encode_pair``: trailing spaces of the context move to the continuation, the continuation is the
 tail of the jointly encoded string, empty contexts get ``prefix_token_id``), the left truncation to ``max_length``
 and the (log-likelihood, is-greedy) answers are HFLM's own - and replaces only *how*: all requests of a call go into
-one token trie (repro.packing.PrefixTree) and every distinct prefix is run once (repro.scoring.score_sequences):
+one token trie (repro.runtime.packing.PrefixTree) and every distinct prefix is run once (repro.runtime.scoring.score_sequences):
 
 - an item's context is computed once for all its choices (HellaSwag, ARC, TruthfulQA, MMLU);
 - a preamble shared by every item of a task (TruthfulQA's few-shot block, MMLU's subject line) is computed once,
@@ -50,10 +50,10 @@ class PackedLM(HFLM):
         if self.backend != "causal":
             raise ValueError(f"{NAME} scores decoder-only (causal) models; this one is {self.backend!r}")
         self.max_batch_tokens = int(max_batch_tokens)
-        self.stats: dict[str, int] = {}     # summed over calls: see repro.scoring.score_sequences
+        self.stats: dict[str, int] = {}     # summed over calls: see repro.runtime.scoring.score_sequences
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
-        from repro.scoring import score_sequences  # noqa: PLC0415
+        from repro.runtime.scoring import score_sequences  # noqa: PLC0415
 
         seqs, n_scored = [], []
         for _, context_enc, continuation_enc in requests:

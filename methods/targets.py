@@ -32,9 +32,9 @@ from typing import Any
 from evals.judges.cached import judge_cached
 from evals.judges.filters import FILTER_VERSION, paraphrase_rejection
 from evals.tasks.base import Task
-from repro.cache import GenerationCache
-from repro.generate import DecodingParams, Generator
-from repro.store import atomic_write_json, atomic_write_jsonl
+from repro.runtime.cache import GenerationCache
+from repro.runtime.generate import DecodingParams, Generator
+from repro.runtime.store import atomic_write_json, atomic_write_jsonl
 
 SOURCES = ("model", "paraphrase", "gold")
 #: The stages that can reject a candidate, in the order they are applied.
@@ -156,7 +156,7 @@ class TargetContext:
 
 def check_versions(task: Task) -> dict:
     """The versions of every rule that decides acceptance: recorded with each build and part of the target-stage
-    hash (repro.cell), so changing a rule, a threshold or the paraphrase prompt makes built targets stale."""
+    hash (repro.driver.cell), so changing a rule, a threshold or the paraphrase prompt makes built targets stale."""
     return {"filter": FILTER_VERSION, "validity": task.validity_version, "truncation": TRUNCATION_RULE,
             "paraphrase_prompt": task.paraphrase_tag}
 
@@ -235,7 +235,7 @@ def _reason_kind(reason: str) -> str:
 def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = True, extra: dict | None = None) -> dict:
     """Run a method's target builder, score every candidate under the base model, write the three artefacts."""
     from methods.registry import get_method  # noqa: PLC0415
-    from repro.scoring import score_responses  # noqa: PLC0415
+    from repro.runtime.scoring import score_responses  # noqa: PLC0415
 
     method = get_method(method_id)
     t_start = time.perf_counter()
@@ -265,7 +265,7 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
         gen = ctx.generator
         model = getattr(gen, "model", None)
         if model is None:                   # a vLLM generator has no HF model to score with
-            from repro import models  # noqa: PLC0415
+            from repro.runtime import models  # noqa: PLC0415
 
             model, _ = models.load(gen.model_name)
         scores = score_responses(model, gen.tokenizer, items, cache=ctx.cache, identity=gen.identity,
@@ -298,7 +298,7 @@ def audit_records(targets_dir: Path) -> list[dict]:
     """One record per training example: which candidate became its target (or none: self_only drops examples), and
     every candidate's text, judge verdict, acceptance, reason, rejecting stage and finish reason - enough to check
     Table 3 and each target without rerunning. Joined from a build's targets.jsonl and candidates.jsonl."""
-    from repro.store import read_jsonl  # noqa: PLC0415
+    from repro.runtime.store import read_jsonl  # noqa: PLC0415
 
     targets = {r["id"]: r for r in read_jsonl(targets_dir / "targets.jsonl")}
     out = []

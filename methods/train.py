@@ -2,7 +2,7 @@
 optimiser, schedule and hyper-parameters, so any difference between methods comes from the targets alone.
 
 - Response-only loss: labels come from the prompt/response token boundary of the chat-templated example
-  (repro.chat.encode_pair), and every example must train at least one token.
+  (repro.runtime.chat.encode_pair), and every example must train at least one token.
 - Loss = summed token cross-entropy of an optimiser step / number of trained tokens in that step, so how examples
   are packed into micro-batches (or spread over GPUs) does not change the loss or the gradient.
 - Padding-free packing: a micro-batch is one row of concatenated examples whose position ids restart at each
@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from repro.chat import EncodedPair, encode_pair
-from repro.packing import greedy_groups, packed_batch, packed_logits
-from repro.store import atomic_write_json, read_jsonl
+from repro.runtime.chat import EncodedPair, encode_pair
+from repro.runtime.packing import greedy_groups, packed_batch, packed_logits
+from repro.runtime.store import atomic_write_json, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
     from tqdm.auto import tqdm  # noqa: PLC0415
     from transformers import AutoModelForCausalLM, get_scheduler, set_seed  # noqa: PLC0415
 
-    from repro import models  # noqa: PLC0415
+    from repro.runtime import models  # noqa: PLC0415
 
     out_dir = Path(out_dir)
     if not records:

@@ -93,7 +93,7 @@ def cmd_ls(args) -> int:
             print(tabulate(rows, headers=["task", "file", "judge", "version", "description"]) if rows
                   else "(no *.yaml / *.yml task files)")
     elif args.what == "presets":
-        from repro.recipes import available_presets, load_recipe  # noqa: PLC0415
+        from repro.driver.recipes import available_presets, load_recipe  # noqa: PLC0415
 
         rows = []
         for name in available_presets():
@@ -102,7 +102,7 @@ def cmd_ls(args) -> int:
                          r.description))
         print(tabulate(rows, headers=["preset", "model", "tasks", "methods", "seeds", "description"]))
     elif args.what == "models":
-        from repro.models import OFFLINE, TINY  # noqa: PLC0415
+        from repro.runtime.models import OFFLINE, TINY  # noqa: PLC0415
 
         rows = [(TINY, "built in-process", "-", "tests and smoke runs")]
         rows += [(m.name, "PyPI GGUF: " + (m.packages[0] if len(m.packages) == 1 else f"{len(m.packages)} parts"),
@@ -110,7 +110,7 @@ def cmd_ls(args) -> int:
         print(tabulate(rows, headers=["name", "source", "hub id", "notes"]))
         print("\nAny hub id (org/name) or local HF folder is accepted wherever a model is named.")
     elif args.what == "benchmarks":
-        from evals.general import BENCHMARKS  # noqa: PLC0415
+        from evals.benchmarks import BENCHMARKS  # noqa: PLC0415
 
         print(tabulate([(k, v.task, v.primary_metric, v.default_num_fewshot, ", ".join(v.data_files))
                         for k, v in BENCHMARKS.items()],
@@ -119,7 +119,7 @@ def cmd_ls(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from repro import models  # noqa: PLC0415
+    from repro.runtime import models  # noqa: PLC0415
 
     if args.action == "fetch":
         print(models.fetch(args.name, quiet=not args.verbose))
@@ -131,7 +131,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from repro.schema import find_results, validate_result  # noqa: PLC0415
+    from repro.driver.schema import find_results, validate_result  # noqa: PLC0415
 
     paths = [p for root in args.paths for p in find_results(root)]
     if not paths:
@@ -148,7 +148,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_rescore(args) -> int:
-    from repro.rescore import rescore  # noqa: PLC0415
+    from repro.driver.rescore import rescore  # noqa: PLC0415
 
     changed, total = rescore([Path(p) for p in args.paths], _data_dir(args))
     if not total:
@@ -163,15 +163,15 @@ def cmd_rescore(args) -> int:
 def cmd_judge(args) -> int:
     from evals.data import DataError  # noqa: PLC0415
     from evals.tasks import get_task  # noqa: PLC0415
-    from repro.store import atomic_write_jsonl  # noqa: PLC0415
+    from repro.runtime.store import atomic_write_jsonl  # noqa: PLC0415
 
     options = {"judge": args.judge} if args.judge else {}
     _require_sandbox([args.task])
     task = get_task(args.task, **options)
     if getattr(task, "judge_kind", None) == "llm":
         from evals.judges.llm import LLMJudge  # noqa: PLC0415
-        from repro.cache import GenerationCache  # noqa: PLC0415
-        from repro.generate import make_generator  # noqa: PLC0415
+        from repro.runtime.cache import GenerationCache  # noqa: PLC0415
+        from repro.runtime.generate import make_generator  # noqa: PLC0415
 
         spec_model = getattr(task, "judge_model", None)           # a YAML task may name its judge model
         judge_model = args.judge_model or (spec_model if spec_model not in (None, "base") else None)
@@ -225,7 +225,7 @@ def cmd_judge(args) -> int:
 # --- build / train / eval ------------------------------------------------------------------------------------
 
 def _adhoc_recipe(args, *, tasks: dict, benchmarks: dict | None = None, methods=("base",)):
-    from repro.recipes import Recipe, load_recipe  # noqa: PLC0415
+    from repro.driver.recipes import Recipe, load_recipe  # noqa: PLC0415
 
     if getattr(args, "preset", None):
         base = load_recipe(args.preset, getattr(args, "overrides", None))
@@ -240,8 +240,8 @@ def _adhoc_recipe(args, *, tasks: dict, benchmarks: dict | None = None, methods=
 
 
 def cmd_build(args) -> int:
-    from repro.cell import Cell, CellRunner  # noqa: PLC0415
-    from repro.recipes import task_entry  # noqa: PLC0415
+    from repro.driver.cell import Cell, CellRunner  # noqa: PLC0415
+    from repro.driver.recipes import task_entry  # noqa: PLC0415
 
     task_name, task_settings = task_entry(args.task, {})       # a YAML task file is keyed by its name
     settings = {"train": args.limit, **task_settings}
@@ -260,7 +260,7 @@ def cmd_build(args) -> int:
                                               "generation_stats", "seconds") if k in summary}, indent=2))
     print(f"{'reused' if reused else 'built'} targets: {out / 'targets.jsonl'}")
     if args.export:
-        from repro.export import FORMATS, export_targets  # noqa: PLC0415
+        from repro.driver.export import FORMATS, export_targets  # noqa: PLC0415
 
         formats = FORMATS if "all" in args.export else args.export
         folder = Path(args.export_dir) if args.export_dir else out
@@ -278,7 +278,7 @@ def cmd_train(args) -> int:
     import yaml  # noqa: PLC0415
 
     from methods.train import TrainConfig, load_records, train  # noqa: PLC0415
-    from repro.recipes import parse_overrides  # noqa: PLC0415
+    from repro.driver.recipes import parse_overrides  # noqa: PLC0415
 
     options: dict = {}
     if args.config:
@@ -296,11 +296,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from repro.cell import Cell, CellRunner  # noqa: PLC0415
-    from repro.results import assemble_result  # noqa: PLC0415
-    from repro.store import atomic_write_bytes, atomic_write_json, jsonl_bytes  # noqa: PLC0415
+    from repro.driver.cell import Cell, CellRunner  # noqa: PLC0415
+    from repro.driver.results import assemble_result  # noqa: PLC0415
+    from repro.runtime.store import atomic_write_bytes, atomic_write_json, jsonl_bytes  # noqa: PLC0415
 
-    from repro.recipes import resolve_task_files  # noqa: PLC0415
+    from repro.driver.recipes import resolve_task_files  # noqa: PLC0415
 
     tasks = resolve_task_files({t: {"test": args.limit} for t in args.tasks})   # YAML task files: by their names
     benchmarks = {b: {"limit": args.benchmark_limit} for b in (args.benchmarks or [])}
@@ -336,12 +336,12 @@ def cmd_eval(args) -> int:
 # --- run -----------------------------------------------------------------------------------------------------
 
 def cmd_run(args) -> int:
-    from repro.cell import CellRunner  # noqa: PLC0415
+    from repro.driver.cell import CellRunner  # noqa: PLC0415
     from repro.doctor import lines  # noqa: PLC0415
-    from repro.grid import Progress, dry_run, plan, run_local, run_ray  # noqa: PLC0415
-    from repro.recipes import load_recipe  # noqa: PLC0415
-    from repro.runlog import output_to_log, tail  # noqa: PLC0415
-    from repro.threads import pin_threads  # noqa: PLC0415
+    from repro.driver.grid import Progress, dry_run, plan, run_local, run_ray  # noqa: PLC0415
+    from repro.driver.recipes import load_recipe  # noqa: PLC0415
+    from repro.runtime.runlog import output_to_log, tail  # noqa: PLC0415
+    from repro.runtime.threads import pin_threads  # noqa: PLC0415
 
     recipe = load_recipe(args.preset, args.overrides)
     data_dir = _data_dir(args)
@@ -421,7 +421,7 @@ def _run_summary(results_root: Path, preset: str) -> str:
 # --- compare -------------------------------------------------------------------------------------------------
 
 def cmd_compare(args) -> int:
-    from repro.compare import compare_recipe, write_recipe  # noqa: PLC0415
+    from repro.driver.compare import compare_recipe, write_recipe  # noqa: PLC0415
 
     raw = compare_recipe(args.preset, args.task, model=args.model, train=args.train, test=args.test,
                          methods=args.methods, seeds=args.seeds, name=args.name, overrides=args.overrides)

@@ -32,7 +32,7 @@ def data_line(data_dir: Path | None) -> str:
 
 
 def models_line() -> str:
-    from repro.models import OFFLINE, cache_root  # noqa: PLC0415
+    from repro.runtime.models import OFFLINE, cache_root  # noqa: PLC0415
 
     parts = []
     for name in OFFLINE:

@@ -20,7 +20,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """A local HF checkpoint of the real SmolLM2-135M-Instruct, fetched and converted by the project's own code."""
-    from repro.models import fetch  # noqa: PLC0415  (heavy import kept out of collection)
+    from repro.runtime.models import fetch  # noqa: PLC0415  (heavy import kept out of collection)
 
     return fetch("smollm2-135m-instruct")
 

@@ -1,10 +1,10 @@
-"""Exact token alignment on every chat-template family the suite claims: training and scoring (repro.chat.encode_pair)
+"""Exact token alignment on every chat-template family the suite claims: training and scoring (repro.runtime.chat.encode_pair)
 encode exactly the tokens a model generates for a response after the generation prompt, ending on the token
 generation stops on, with nothing after it.
 
 The oracle is independent of encode_pair's construction: the tokens a model was tuned to produce for a reply are
 those of its own template's rendering of the conversation, up to and including the end-of-turn token. We take those
-tokens as "the generation", decode them the way the generator does (repro.generate: skip special tokens), and
+tokens as "the generation", decode them the way the generator does (repro.runtime.generate: skip special tokens), and
 require encode_pair(prompt, decoded text) to give back exactly prompt + those tokens.
 
 Templates are the public tokenizer_config.json chat templates, written in here verbatim; tokenizers are trained
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 
-from repro.chat import TemplateAlignmentError, encode_pair, encode_prompt, render_prompt
+from repro.runtime.chat import TemplateAlignmentError, encode_pair, encode_prompt, render_prompt
 
 # --- templates (verbatim from the models' tokenizer_config.json) -------------------------------------------------
 
@@ -135,7 +135,7 @@ MESSAGES = [{"role": "user", "content": "What is 2 + 3? Answer with a number."}]
 @pytest.fixture(scope="module", params=sorted(FAMILIES) + ["chatml-smollm2"])
 def family(request, smollm2_dir):
     if request.param == "chatml-smollm2":
-        from repro import models  # noqa: PLC0415
+        from repro.runtime import models  # noqa: PLC0415
 
         return request.param, models.load_tokenizer(str(smollm2_dir)), "<|im_end|>"
     spec = dict(FAMILIES[request.param])
@@ -159,7 +159,7 @@ def template_generation(tok, messages, response, end_token) -> list[int]:
 def test_encode_pair_reproduces_the_generated_tokens(family, response):
     name, tok, end_token = family
     generated = template_generation(tok, MESSAGES, response, end_token)
-    text = tok.decode(generated, skip_special_tokens=True)     # what repro.generate hands back
+    text = tok.decode(generated, skip_special_tokens=True)     # what repro.runtime.generate hands back
     pair = encode_pair(tok, MESSAGES, text)
     prompt_ids = encode_prompt(tok, MESSAGES)
     assert pair.input_ids[:pair.prompt_len] == prompt_ids, name
@@ -192,7 +192,7 @@ def test_nothing_after_the_end_of_turn_token(family):
 
 
 def test_generator_stops_on_the_templates_end_token(family):
-    from repro.generate import _end_of_turn_ids  # noqa: PLC0415
+    from repro.runtime.generate import _end_of_turn_ids  # noqa: PLC0415
 
     name, tok, end_token = family
     assert _end_of_turn_ids(tok) == {tok.convert_tokens_to_ids(end_token)}, name
@@ -217,7 +217,7 @@ def test_real_smollm2_generation_is_reproduced_token_for_token(smollm2_dir):
     """The real model's greedy tokens, decoded as the generator decodes them, encode back to the same tokens."""
     import torch  # noqa: PLC0415
 
-    from repro import models  # noqa: PLC0415
+    from repro.runtime import models  # noqa: PLC0415
 
     model, tok = models.load(str(smollm2_dir))
     prompts = [[{"role": "user", "content": "What is 2 + 3? Answer in one sentence."}],

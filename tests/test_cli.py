@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from conftest import REPO, run_repro
-from repro.schema import validate_result
+from repro.driver.schema import validate_result
 
 BUILD = ["build", "--task", "gsm8k", "--method", "s3ft", "--model", "tiny", "--limit", "48", "--batch-size", "2",
          "--max-new-tokens", "24", "--paraphrase-max-new-tokens", "24", "--quiet"]

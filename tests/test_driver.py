@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_repro
-from repro.schema import find_results, validate_result
+from repro.driver.schema import find_results, validate_result
 
 SMOKE_CELLS = {(t, m) for t in ("gsm8k", "mbpp", "squad") for m in ("base", "sft", "sdft", "s3ft", "ssr", "self_only")}
 # A smaller plan for the runs this module makes itself: enough to cover targets, training and evaluation.

@@ -236,7 +236,7 @@ paraphrase:
 # --- registry, recipes, ls ---------------------------------------------------------------------------------------
 
 def test_recipe_takes_task_files_by_path_or_file_key(tmp_path):
-    from repro.recipes import load_recipe  # noqa: PLC0415
+    from repro.driver.recipes import load_recipe  # noqa: PLC0415
 
     smoke = (REPO / "repro" / "recipes" / "smoke.yaml").read_text()
     tasks = ("tasks:\n  ../examples_link/triviaqa.yaml: {train: 3, test: 3}\n"
@@ -283,7 +283,7 @@ def test_example_tasks_load_over_the_shared_data(data_dir):
 # --- export ------------------------------------------------------------------------------------------------------
 
 def test_export_formats_keep_ids_sources_and_turns():
-    from repro.export import FORMATS, to_row  # noqa: PLC0415
+    from repro.driver.export import FORMATS, to_row  # noqa: PLC0415
 
     rec = {"id": "t/1", "source": "paraphrase", "target": "Paris.",
            "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital?"}]}
@@ -324,7 +324,7 @@ def test_compare_and_export_of_a_yaml_task_end_to_end(tmp_path, data_dir, capfd)
     import datasets  # noqa: PLC0415
 
     from repro.__main__ import main  # noqa: PLC0415  (in-process: one interpreter start-up for every command)
-    from repro.models import load_tokenizer  # noqa: PLC0415
+    from repro.runtime.models import load_tokenizer  # noqa: PLC0415
 
     work, res = tmp_path / "runs", tmp_path / "results"
     common = ["--data-dir", str(data_dir), "--work-dir", str(work), "--results-dir", str(res), "--quiet"]
@@ -371,7 +371,7 @@ def test_compare_and_export_of_a_yaml_task_end_to_end(tmp_path, data_dir, capfd)
 def test_target_building_applies_the_spec_validity_rule_to_paraphrases(tmp_path):
     """methods.targets rejects a paraphrase the task's own validity rule refuses, even when the judge accepts it."""
     from methods.targets import TargetContext  # noqa: PLC0415
-    from repro.generate import DecodingParams, GenerationStats  # noqa: PLC0415
+    from repro.runtime.generate import DecodingParams, GenerationStats  # noqa: PLC0415
 
     path = _spec(tmp_path, QA + "paraphrase: {validity: {max_words: 3}}\n", QA_ROWS)
     task = FileTask(path)

@@ -1,4 +1,4 @@
-"""Tests for evals.general: the local-file lm-eval tasks, seeded subsampling, PEFT models, and an independent
+"""Tests for evals.benchmarks: the local-file lm-eval tasks, seeded subsampling, PEFT models, and an independent
 check of the HellaSwag numbers on the real SmolLM2-135M-Instruct."""
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repro.models import chat_template_sha
+from repro.runtime.models import chat_template_sha
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from evals.general import (  # noqa: E402
+from evals.benchmarks import (  # noqa: E402
     BENCHMARKS,
     MMLU_SUBJECTS,
     TASK_DIR,

@@ -11,14 +11,14 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from evals.general import BenchmarkSpec, evaluate_benchmarks, make_lm  # noqa: E402
+from evals.benchmarks import BenchmarkSpec, evaluate_benchmarks, make_lm  # noqa: E402
 
 BENCHES = ("mmlu", "truthfulqa_mc2", "hellaswag", "winogrande", "arc_challenge")
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from repro import models
+    from repro.runtime import models
 
     return models.load("tiny", device="cpu")
 

@@ -9,8 +9,8 @@ from evals.judges import Verdict
 from evals.tasks.base import Split, Task, user
 from methods.registry import get_method, list_methods, method_ids
 from methods.targets import TargetContext, build
-from repro.cache import GenerationCache
-from repro.generate import DecodingParams, Generation
+from repro.runtime.cache import GenerationCache
+from repro.runtime.generate import DecodingParams, Generation
 
 IDS = [f"ex{i}" for i in range(10)]
 OWN_OK = {"ex0", "ex1", "ex2", "ex3"}          # own answers the judge accepts
@@ -48,7 +48,7 @@ class FakeGenerator:
     """Answers "own answer to exN" to prediction prompts and "paraphrase of exN" to paraphrase prompts."""
 
     def __init__(self):
-        from repro.generate import GenerationStats
+        from repro.runtime.generate import GenerationStats
 
         self.calls: list[tuple[str, int]] = []
         self.stats = GenerationStats()
@@ -76,7 +76,7 @@ def build_sources(method: str, tmp_path: Path) -> tuple[dict, dict, FakeGenerato
     ctx = TargetContext(task, task.load("train", None), lambda: gen, DecodingParams(8), DecodingParams(8),
                         cache=GenerationCache(tmp_path / "cache"), progress=False)
     summary = build(method, ctx, tmp_path / method, score=False)
-    from repro.store import read_jsonl
+    from repro.runtime.store import read_jsonl
 
     records = read_jsonl(tmp_path / method / "targets.jsonl")
     return {r["id"]: r["source"] for r in records}, summary, gen
@@ -121,7 +121,7 @@ def test_ssr_sdft_self_only_sft_sources(tmp_path):
 
 def test_targets_use_the_training_prompt_and_own_text(tmp_path):
     build_sources("s3ft", tmp_path)
-    from repro.store import read_jsonl
+    from repro.runtime.store import read_jsonl
 
     by_id = {r["id"]: r for r in read_jsonl(tmp_path / "s3ft" / "targets.jsonl")}
     assert by_id["ex0"]["target"] == "own answer to ex0"
@@ -151,7 +151,7 @@ class RejectAllGSM8K:
 
 @pytest.fixture(scope="module")
 def reject_all_targets(tmp_path_factory, data_dir):
-    from repro.generate import make_generator
+    from repro.runtime.generate import make_generator
 
     root = tmp_path_factory.mktemp("reject")
     task = RejectAllGSM8K()
@@ -167,7 +167,7 @@ def reject_all_targets(tmp_path_factory, data_dir):
 
 
 def test_reject_all_builds_exactly_the_gold_targets(reject_all_targets):
-    from repro.store import read_jsonl
+    from repro.runtime.store import read_jsonl
 
     sft = read_jsonl(reject_all_targets["sft"][1])
     for method in ("s3ft", "sdft", "ssr"):
@@ -223,7 +223,7 @@ class TruncatingGenerator(FakeGenerator):
 
 @pytest.mark.parametrize("method", ["sft", "ssr", "s3ft", "sdft", "self_only"])
 def test_a_truncated_candidate_is_never_a_target(method, tmp_path):
-    from repro.store import read_jsonl
+    from repro.runtime.store import read_jsonl
 
     task = FakeTask()
     gen = TruncatingGenerator()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from repro import models
-from repro.cache import GenerationCache, cache_key
-from repro.chat import encode_pair, encode_prompt, render_prompt
-from repro.generate import DecodingParams, HFGenerator, make_generator
+from repro.runtime import models
+from repro.runtime.cache import GenerationCache, cache_key
+from repro.runtime.chat import encode_pair, encode_prompt, render_prompt
+from repro.runtime.generate import DecodingParams, HFGenerator, make_generator
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -212,7 +212,7 @@ def test_torn_last_line_is_skipped(tmp_path, caplog):
     path.write_text(data[: len(data) - 12])          # killed mid-write of the second record
     reloaded = GenerationCache(tmp_path)
     assert reloaded.get_many("shard", {"k1", "k2"}) == {"k1": {"key": "k1", "text": "one"}}
-    assert any(r.name == "repro.cache" and r.levelname == "WARNING" and "shard.jsonl" in r.getMessage()
+    assert any(r.name == "repro.runtime.cache" and r.levelname == "WARNING" and "shard.jsonl" in r.getMessage()
                for r in caplog.records), "dropping a torn line should be logged"
 
 

@@ -69,7 +69,7 @@ class Replay:
     """Hands back recorded generations (text + finish reason) by example id, in the Generator interface."""
 
     def __init__(self, outputs):
-        from repro.generate import GenerationStats  # noqa: PLC0415
+        from repro.runtime.generate import GenerationStats  # noqa: PLC0415
 
         self.outputs, self.stats = outputs, GenerationStats()
 
@@ -77,7 +77,7 @@ class Replay:
         return {"backend": "replay"}
 
     def generate(self, prompts, params, *, tag, progress=True):
-        from repro.generate import Generation  # noqa: PLC0415
+        from repro.runtime.generate import Generation  # noqa: PLC0415
 
         return [Generation(self.outputs[self._id(p)]["text"], 0, self.outputs[self._id(p)]["n_output_tokens"],
                            self.outputs[self._id(p)]["finish_reason"]) for p in prompts]
@@ -93,8 +93,8 @@ def test_real_smollm2_paraphrases_accepted_only_with_the_solutions_results(data_
     rejected one is counted under its stage."""
     from evals.tasks import get_task  # noqa: PLC0415
     from methods.targets import TargetContext, build  # noqa: PLC0415
-    from repro.generate import DecodingParams  # noqa: PLC0415
-    from repro.store import read_jsonl  # noqa: PLC0415
+    from repro.runtime.generate import DecodingParams  # noqa: PLC0415
+    from repro.runtime.store import read_jsonl  # noqa: PLC0415
 
     rec = json.loads(RECORDED.read_text())
     task = get_task("gsm8k")

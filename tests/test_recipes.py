@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from repro.cell import Cell, CellRunner
-from repro.recipes import available_presets, load_recipe
+from repro.driver.cell import Cell, CellRunner
+from repro.driver.recipes import available_presets, load_recipe
 
 
 @pytest.mark.parametrize("preset", available_presets())
@@ -33,7 +33,7 @@ def test_cross_task_must_name_the_recipes_tasks(setting):
 
 
 def test_quick_is_the_papers_main_comparison_with_every_knob_commented():
-    from repro.recipes import RECIPE_DIR  # noqa: PLC0415
+    from repro.driver.recipes import RECIPE_DIR  # noqa: PLC0415
 
     recipe = load_recipe("quick")
     assert recipe.model == "smollm2-135m-instruct" and list(recipe.tasks) == ["squad"]

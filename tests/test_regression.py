@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from repro.schema import find_results, validate_result
+from repro.driver.schema import find_results, validate_result
 
 REPO = Path(__file__).resolve().parents[1]
 # S3FT_RESULTS_DIR points the committed-results checks at another results root (e.g. a run before committing it).
@@ -394,7 +394,7 @@ def test_table3_shares_recomputed_from_items(preset: str) -> None:
 def test_headline_average_drops_recomputed(preset: str) -> None:
     """Table 4's paper-four and extended average drops (paper sign) = mean over benchmarks of base − seed-mean
     tuned, from the items; the paper-four set is exactly MMLU, TruthfulQA mc2, HellaSwag, WinoGrande."""
-    from evals.general import BENCHMARKS  # noqa: PLC0415
+    from evals.benchmarks import BENCHMARKS  # noqa: PLC0415
 
     assert {b for b, v in BENCHMARKS.items() if v.headline} == {"mmlu", "truthfulqa_mc2", "hellaswag", "winogrande"}
     cells = _cells(preset)
@@ -450,7 +450,7 @@ def test_comparison_rows_recomputed(preset: str) -> None:
         else:
             base_doc, base_items = cells[(t, "base")][0]
             prim = base_doc["generalization"]["primary_metric"]
-            from evals.general import BENCHMARKS  # noqa: PLC0415
+            from evals.benchmarks import BENCHMARKS  # noqa: PLC0415
 
             names = [n for n in prim if BENCHMARKS[n].headline] if measure.startswith("paper-four") else list(prim)
             per_b = {}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from repro.rescore import rescore
-from repro.schema import validate_result
+from repro.driver.rescore import rescore
+from repro.driver.schema import validate_result
 
 REPO = Path(__file__).resolve().parents[1]
 CELL = REPO / "results" / "mini" / "squad" / "sft" / "seed0"
@@ -33,7 +33,7 @@ def test_rescore_restores_reading_metrics(tmp_path: Path, data_dir: Path) -> Non
     doc["provenance"].pop("rescored")
     items = [{k: v for k, v in it.items() if k not in ("em", "f1", "contains", "answer_words", "cluster")}
              for it in _items(cell)]
-    from repro.store import jsonl_bytes  # noqa: PLC0415
+    from repro.runtime.store import jsonl_bytes  # noqa: PLC0415
     import hashlib  # noqa: PLC0415
 
     data = jsonl_bytes(items, compress=True)
@@ -54,7 +54,7 @@ def test_rescore_restores_reading_metrics(tmp_path: Path, data_dir: Path) -> Non
 
 
 def test_recipe_headline_metric_is_validated() -> None:
-    from repro.recipes import load_recipe  # noqa: PLC0415
+    from repro.driver.recipes import load_recipe  # noqa: PLC0415
 
     assert load_recipe("mini").tasks["squad"]["headline_metric"] == "f1"
     with pytest.raises(ValueError, match="headline_metric"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from repro import models
-from repro.chat import encode_pair
-from repro.scoring import score_encoded, score_responses
+from repro.runtime import models
+from repro.runtime.chat import encode_pair
+from repro.runtime.scoring import score_encoded, score_responses
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_packed_scores_equal_one_by_one_scores(model_and_tok):
 
 
 def test_scores_are_cached(model_and_tok, tmp_path):
-    from repro.cache import GenerationCache
+    from repro.runtime.cache import GenerationCache
 
     model, tok = model_and_tok
     cache = GenerationCache(tmp_path)
@@ -58,8 +58,8 @@ def test_shared_prefixes_are_scored_once_and_equal_one_by_one(model_and_tok):
     """Candidates sharing a prompt, a preamble shared by every item (cached when over the budget), one sequence that
     is a prefix of another, identical inputs with different targets, and several scored tokens inside the shared
     part: each log p equals the one-sequence-at-a-time computation, whatever the budget."""
-    from repro.packing import PrefixTree
-    from repro.scoring import score_sequences
+    from repro.runtime.packing import PrefixTree
+    from repro.runtime.scoring import score_sequences
 
     model, _ = model_and_tok
     g = torch.Generator().manual_seed(0)

@@ -12,8 +12,8 @@ import pytest
 
 from evals.judges import Verdict
 from evals.tasks import get_task
-from repro.cache import GenerationCache
-from repro.generate import DecodingParams, Generation, HFGenerator, make_generator
+from repro.runtime.cache import GenerationCache
+from repro.runtime.generate import DecodingParams, Generation, HFGenerator, make_generator
 
 REPO = Path(__file__).resolve().parents[1]
 NAME = "smollm2-135m-instruct"
@@ -102,7 +102,7 @@ def test_generate_judge_and_cache_on_gsm8k(smollm2_dir, data_dir, tmp_path):
 @pytest.mark.parametrize("name_form", ["registered", "folder"])
 def test_same_cache_identity_by_name_or_folder(smollm2_dir, name_form):
     """The registered name and its folder are the same weights, so they share one cache shard."""
-    from repro import models  # noqa: PLC0415
+    from repro.runtime import models  # noqa: PLC0415
 
     name = NAME if name_form == "registered" else str(smollm2_dir)
     assert models.fingerprint(name) == models.fingerprint_folder(Path(smollm2_dir))

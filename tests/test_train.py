@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from methods.train import TrainConfig, encode_records, epoch_order, micro_batches, train
-from repro import models
-from repro.chat import encode_pair
+from repro.runtime import models
+from repro.runtime.chat import encode_pair
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from evals.judges import Verdict
 from evals.tasks.base import Task
-from repro.cache import GenerationCache, cache_key
+from repro.runtime.cache import GenerationCache, cache_key
 
 
 def _example_hash(ex: dict) -> str:

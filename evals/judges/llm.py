@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from evals.judges import Verdict
 
 if TYPE_CHECKING:
-    from repro.generate import DecodingParams, Generator
+    from repro.runtime.generate import DecodingParams, Generator
 
 JUDGE_VERSION = "llm-judge-v2"
 
@@ -45,7 +45,7 @@ class LLMJudge:
     version = JUDGE_VERSION
 
     def __init__(self, generator: "Generator", params: "DecodingParams | None" = None) -> None:
-        from repro.generate import DecodingParams  # noqa: PLC0415  (keeps judges importable without torch)
+        from repro.runtime.generate import DecodingParams  # noqa: PLC0415  (keeps judges importable without torch)
 
         self.generator = generator
         self.params = params or DecodingParams(max_new_tokens=48)

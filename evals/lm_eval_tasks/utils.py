@@ -9,7 +9,7 @@ directory is chosen at run time, with no edited or rendered YAML::
     lm_eval --include_path evals/lm_eval_tasks --tasks s3ft_hellaswag \
         --metadata '{"s3ft_data_dir": "/path/to/data"}' ...
 
-``S3FT_DATA_DIR`` in the environment is the fallback. ``evals.general`` passes the directory explicitly.
+``S3FT_DATA_DIR`` in the environment is the fallback. ``evals.benchmarks`` passes the directory explicitly.
 
 Where lm-eval ships the same helper (hellaswag preprocessing, winogrande partial evaluation, truthfulqa
 mc2 scoring) it is imported from lm-eval so the numbers match the harness's; a verbatim copy is the

@@ -566,7 +566,7 @@ class FileTask(Task):
         generating through the same cache."""
         if self.judge_model != "base":
             from evals.judges.llm import LLMJudge  # noqa: PLC0415
-            from repro.generate import make_generator  # noqa: PLC0415
+            from repro.runtime.generate import make_generator  # noqa: PLC0415
 
             judge = LLMJudge(make_generator(self.judge_model, cache=getattr(judge.generator, "cache", None)))
         self._llm = judge

@@ -1,7 +1,7 @@
 """One generation interface, two backends (HF transformers, vLLM), one output record, one cache.
 
 Every caller (target building, evaluation, the LLM judge) hands chat messages to ``Generator.generate``; prompts are
-rendered by repro.chat, outputs come back in input order, and anything already generated under the same key is read
+rendered by repro.runtime.chat, outputs come back in input order, and anything already generated under the same key is read
 from the cache instead. Work is written to the cache batch by batch, so a killed run loses at most one batch.
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.cache import GenerationCache, cache_key
-from repro.chat import Message, render_prompt
+from repro.runtime.cache import GenerationCache, cache_key
+from repro.runtime.chat import Message, render_prompt
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Generator:
 
     def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
                  batch_size: int = 16) -> None:
-        from repro import models  # noqa: PLC0415
+        from repro.runtime import models  # noqa: PLC0415
 
         self.model_name = model
         self.adapter = str(adapter) if adapter else None
@@ -176,7 +176,7 @@ class HFGenerator(Generator):
     def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
                  batch_size: int = 16, device: str | None = None, model_obj: Any = None, static_cache: bool = False):
         super().__init__(model, adapter, cache=cache, batch_size=batch_size)
-        from repro import models  # noqa: PLC0415
+        from repro.runtime import models  # noqa: PLC0415
 
         if model_obj is None:
             model_obj, _ = models.load(model, adapter=adapter, device=device)
@@ -235,7 +235,7 @@ class VLLMGenerator(Generator):
         super().__init__(model, adapter, cache=cache, batch_size=batch_size)
         from vllm import LLM  # noqa: PLC0415
 
-        from repro import models  # noqa: PLC0415
+        from repro.runtime import models  # noqa: PLC0415
 
         self.llm = LLM(model=models.local_path(model), enable_lora=adapter is not None, max_lora_rank=max_lora_rank,
                        gpu_memory_utilization=gpu_memory_utilization, seed=0)
@@ -268,8 +268,8 @@ class VLLMGenerator(Generator):
 
 def _end_of_turn_ids(tokenizer) -> set[int]:
     """The token the chat template ends a reply with: generation stops on it, because training ends on it
-    (repro.chat). Empty where the template cannot be aligned (training on it raises; generating is still fine)."""
-    from repro.chat import TemplateAlignmentError, end_of_turn_id  # noqa: PLC0415
+    (repro.runtime.chat). Empty where the template cannot be aligned (training on it raises; generating is still fine)."""
+    from repro.runtime.chat import TemplateAlignmentError, end_of_turn_id  # noqa: PLC0415
 
     try:
         return {end_of_turn_id(tokenizer)}

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from repro.store import file_lock, sha256_file
+from repro.runtime.store import file_lock, sha256_file
 
 log = logging.getLogger(__name__)
 

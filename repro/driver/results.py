@@ -1,4 +1,4 @@
-"""Assembling one cell's result document (schema: repro/schema/result.schema.json) and its per-item records.
+"""Assembling one cell's result document (schema: repro/driver/schema/result.schema.json) and its per-item records.
 
 The result holds every number a table needs with its uncertainty and provenance; items.jsonl.gz beside it holds
 what those numbers were computed from (each response with its verdict, each benchmark item's score, each training
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from repro.recipes import headline_benchmarks
-from repro.schema import SCHEMA_VERSION
+from repro.driver.recipes import headline_benchmarks
+from repro.driver.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
-    from repro.cell import Cell, CellRunner
+    from repro.driver.cell import Cell, CellRunner
 
 
 def benchmark_items(general: dict, name: str) -> dict[Any, float]:
@@ -67,8 +67,8 @@ def _strip(score: dict) -> dict:
 
 def assemble_result(runner: "CellRunner", cell: "Cell", summary: dict | None, targets_reused: bool,
                     train_log: dict | None, ev: dict) -> tuple[dict, list[dict]]:
-    from repro import models, provenance  # noqa: PLC0415
-    from repro.cell import load_candidates  # noqa: PLC0415
+    from repro.runtime import models, provenance  # noqa: PLC0415
+    from repro.driver.cell import load_candidates  # noqa: PLC0415
 
     recipe = runner.recipe
     scores = ev["scores"]

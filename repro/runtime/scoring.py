@@ -1,9 +1,9 @@
 """Log-probabilities of responses under a model: log p(response | prompt), summed and per token.
 
-Pairs are tokenized by repro.chat.encode_pair, the same function the training core uses, so "log p of a target" here
+Pairs are tokenized by repro.runtime.chat.encode_pair, the same function the training core uses, so "log p of a target" here
 is exactly the quantity training pushes up (end-of-turn token included).
 
-Scoring shares prefixes (:func:`score_sequences`, on repro.packing's token trie): a training example's prompt is run
+Scoring shares prefixes (:func:`score_sequences`, on repro.runtime.packing's token trie): a training example's prompt is run
 through the model once for all its candidates (gold, paraphrase, own answer), and the lm-eval backend
 (evals/lm_backend.py) scores a benchmark item's context once for all its answer choices.
 """
@@ -13,9 +13,9 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from repro.cache import GenerationCache, cache_key
-from repro.chat import EncodedPair, Message, encode_pair
-from repro.packing import PrefixTree, tree_row
+from repro.runtime.cache import GenerationCache, cache_key
+from repro.runtime.chat import EncodedPair, Message, encode_pair
+from repro.runtime.packing import PrefixTree, tree_row
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], n_scored: Sequence[int
                     progress: bool = False, stats: dict | None = None) -> list[TokenScores]:
     """log p of the last ``n_scored[i]`` tokens of each ``seqs[i]`` given the tokens before them.
 
-    Every distinct prefix is computed once (repro.packing.PrefixTree): subtrees that fit ``max_batch_tokens`` are
+    Every distinct prefix is computed once (repro.runtime.packing.PrefixTree): subtrees that fit ``max_batch_tokens`` are
     packed into rows under a tree-attention mask; a larger subtree runs its shared segment once and scores its
     children on top of that segment's KV cache. No padding anywhere; only the positions that predict a scored token
     go through the LM head. Equal to scoring each sequence alone up to float rounding (tests/test_scoring.py).

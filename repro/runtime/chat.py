@@ -93,7 +93,7 @@ def assistant_turn(tokenizer, messages: list[Message]) -> AssistantTurn:
 
 
 def end_of_turn_id(tokenizer) -> int:
-    """The token a reply ends with under this template; generation must stop on it (repro.generate adds it)."""
+    """The token a reply ends with under this template; generation must stop on it (repro.runtime.generate adds it)."""
     return assistant_turn(tokenizer, [{"role": "user", "content": "hi"}]).end_id
 
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from repro.cell import Cell, CellRunner
-from repro.recipes import Recipe
-from repro.store import atomic_write_json
+from repro.driver.cell import Cell, CellRunner
+from repro.driver.recipes import Recipe
+from repro.runtime.store import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +186,8 @@ def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress) -> 
 
 def _ray_cell(recipe_dict: dict, recipe_source: str, cell: Cell, data_dir: str | None, work_root: str,
               results_root: str, threads: int | None = None) -> tuple[Cell, str | None]:
-    from repro.recipes import Recipe  # noqa: PLC0415
-    from repro.threads import pin_threads  # noqa: PLC0415
+    from repro.driver.recipes import Recipe  # noqa: PLC0415
+    from repro.runtime.threads import pin_threads  # noqa: PLC0415
 
     pin_threads(threads)    # the driver's count, not the one Ray derives from the task's num_cpus
     recipe = Recipe(source=recipe_source, **recipe_dict)

@@ -70,8 +70,8 @@ from typing import Any
 
 import numpy as np
 
-from repro.models import chat_template_sha
-from repro.store import sha256_file
+from repro.runtime.models import chat_template_sha
+from repro.runtime.store import sha256_file
 
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 DATA_DIR_METADATA_KEY = "s3ft_data_dir"  # must match evals/lm_eval_tasks/utils.py

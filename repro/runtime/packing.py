@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from repro.chat import EncodedPair
+from repro.runtime.chat import EncodedPair
 
 
 def greedy_groups(indices: Sequence[int], lengths: Sequence[int], budget: int) -> list[list[int]]:

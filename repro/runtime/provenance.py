@@ -9,7 +9,7 @@ import subprocess
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "lm_eval", "vllm", "numpy", "tokenizers",
             "gguf")
 

@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from repro.store import atomic_write_jsonl
+from repro.runtime.store import atomic_write_jsonl
 
 FORMATS = ("messages", "prompt_completion", "alpaca", "sharegpt")
 _SHAREGPT_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}

@@ -21,10 +21,10 @@ from typing import Any
 
 from evals.tasks import get_task
 from evals.tasks.base import Split, Task
-from repro.cache import GenerationCache
-from repro.generate import DecodingParams, Generator, make_generator
-from repro.recipes import Recipe, config_hash, headline_benchmarks, headline_metric
-from repro.store import (atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl,
+from repro.runtime.cache import GenerationCache
+from repro.runtime.generate import DecodingParams, Generator, make_generator
+from repro.driver.recipes import Recipe, config_hash, headline_benchmarks, headline_metric
+from repro.runtime.store import (atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl,
                          remove_stale_temporaries)
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class CellRunner:
     # --- state ------------------------------------------------------------------------------------------------
     def state(self, cell: Cell) -> str:
         """"done" (valid result with this config), else how far the artefacts go: "trained", "targets", "todo"."""
-        from repro.schema import validate_result  # noqa: PLC0415
+        from repro.driver.schema import validate_result  # noqa: PLC0415
 
         p = self.paths(cell)
         result = p["result"] / "result.json"
@@ -226,7 +226,7 @@ class CellRunner:
         ev = self.recipe.evaluation
         if not ev.get("benchmarks"):
             return None
-        from evals.general import BenchmarkSpec, evaluate_benchmarks  # noqa: PLC0415
+        from evals.benchmarks import BenchmarkSpec, evaluate_benchmarks  # noqa: PLC0415
 
         specs = [BenchmarkSpec(name=name, limit=(opts or {}).get("limit"), num_fewshot=(opts or {}).get("num_fewshot"))
                  for name, opts in ev["benchmarks"].items()]
@@ -266,7 +266,7 @@ class CellRunner:
 
         hf_tuned = getattr(tuned, "model", None)
         if hf_tuned is None:                         # vLLM generated; log-likelihood work needs an HF model
-            from repro import models  # noqa: PLC0415
+            from repro.runtime import models  # noqa: PLC0415
 
             hf_tuned, _ = models.load(self.recipe.model, adapter=adapter)
         for n in names:
@@ -333,7 +333,7 @@ class CellRunner:
             train_log, adapter = self.train(cell)
         ev = self.evaluate(cell, adapter)
         self.on_stage(cell, "write")
-        from repro.results import assemble_result  # noqa: PLC0415
+        from repro.driver.results import assemble_result  # noqa: PLC0415
 
         result, items = assemble_result(self, cell, summary, targets_reused, train_log, ev)
         out = self.paths(cell)["result"]

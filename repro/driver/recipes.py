@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-RECIPE_DIR = Path(__file__).parent / "recipes"
+RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 TASK_KEYS = {"train", "test", "max_new_tokens", "paraphrase_max_new_tokens", "judge", "eval_batch_size",
              "headline_metric", "judge_model",
@@ -162,7 +162,7 @@ def validate_recipe(r: Recipe) -> None:
 def headline_benchmarks(evaluation: dict) -> list[str]:
     """The benchmarks whose mean drop is the headline average (the paper's four): the recipe's
     ``evaluation.headline_benchmarks``, else the registry's ``headline`` flags among the recipe's benchmarks."""
-    from evals.general import BENCHMARKS  # noqa: PLC0415
+    from evals.benchmarks import BENCHMARKS  # noqa: PLC0415
 
     names = list(evaluation.get("benchmarks") or {})
     given = evaluation.get("headline_benchmarks")

@@ -1,0 +1,4 @@
+"""Driver layer: recipes, the grid, one cell, result assembly and validation.
+
+It sits above methods and evals and below the command line and the report.
+"""
