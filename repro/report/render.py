@@ -1,0 +1,68 @@
+"""Writing one preset's tables (Markdown + LaTeX) and figures (PNG), with a manifest of what was written."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import tabulate
+
+from repro.report.comparisons import table_comparisons
+from repro.report.figures import fig_cross_task, fig_gain_vs_drop, fig_logp
+from repro.report.formatting import mark_missing
+from repro.report.generalization import table4
+from repro.report.load import CellResult, Grid, find_presets, load_cells, load_reference
+from repro.report.tables import table1, table2, table3, table_cost, table_cross_task, table_forgetting
+from repro.runtime.store import sha256_file
+
+
+def render_preset(preset: str, cells: list[CellResult], ref: dict, out: Path,
+                  echo: Callable[[str], None] = print) -> list[Path]:
+    """Write every table and figure of one preset under `out`; returns the files written (manifest last)."""
+    import matplotlib  # noqa: PLC0415  (heavy; only its version is recorded here, the figures import it lazily too)
+
+    g = Grid(preset, cells, ref)
+    tdir, fdir = out / "tables" / preset, out / "figures" / preset
+    tdir.mkdir(parents=True, exist_ok=True)
+    cross, labels, accs, deltas = table_cross_task(g)
+    tables = mark_missing(g.missing, [table1(g), table2(g), table3(g), table4(g), table_comparisons(g), cross,
+                                      table_forgetting(g), table_cost(g)])
+    written = []
+    for tb in tables:
+        md = tb.markdown()
+        echo(md)
+        for ext, text in (("md", md), ("tex", tb.latex(preset))):
+            p = tdir / f"{tb.name}.{ext}"
+            p.write_text(text, encoding="utf-8")
+            written.append(p)
+    for name, draw in (("fig2_logp_hist", lambda p: fig_logp(g, p)),
+                       ("gain_vs_drop", lambda p: fig_gain_vs_drop(g, p)),
+                       ("cross_task_heatmap", lambda p: fig_cross_task(g, labels, accs, deltas, p))):
+        draw(fdir / f"{name}.png")
+        written.append(fdir / f"{name}.png")
+    manifest = {"preset": preset, "matplotlib": matplotlib.__version__, "tabulate": tabulate.__version__,
+                "files": {p.relative_to(out).as_posix(): sha256_file(p) for p in sorted(written)}}
+    mpath = tdir / "MANIFEST.json"
+    mpath.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return written + [mpath]
+
+
+def render_results(results: Path, out: Path, presets: list[str] | None = None,
+                   echo: Callable[[str], None] = print) -> list[Path]:
+    """Render `presets` (default: every preset found) from the results root `results` into `out`, saying what
+    was written and which presets have no results; returns every file written."""
+    presets = presets or find_presets(results)
+    if not presets:
+        echo(f"no results under {results}; run python -m repro run --preset NAME")
+        return []
+    ref = load_reference()
+    written: list[Path] = []
+    for preset in presets:
+        cells = load_cells(results, preset)
+        if not cells:
+            echo(f"no results for preset {preset} under {results}; run python -m repro run --preset {preset}")
+            continue
+        files = render_preset(preset, cells, ref, out, echo)
+        echo(f"wrote {len(files)} files under {out / 'tables' / preset} and {out / 'figures' / preset}")
+        written += files
+    return written
