@@ -20,7 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from repro.report import render_results
+# run_summary: repro/__main__.py imports it from here until it calls repro.report.run_summary itself
+from repro.report import render_results, run_summary  # noqa: F401
 
 REPO = Path(__file__).resolve().parent
 
@@ -30,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Regenerate the S3FT paper's tables (Markdown + LaTeX) and figures (PNG) from result files, "
                     "beside the paper's published values (results/paper_reference.json). Reads JSON only.",
         epilog="Outputs: <out>/tables/<preset>/*.md, *.tex, MANIFEST.json and <out>/figures/<preset>/*.png. "
-               "Tables: Table 1 (log p of gold / accepted paraphrase / accepted own answer), Table 2 (in-domain accuracy), Table 3 (target sources), Table 4 (generalization drops), "
+               "Tables: Table 1 (log p of gold / accepted paraphrase / accepted own answer), Table 2 (in-domain "
+               "accuracy), Table 3 (target sources), Table 4 (generalization drops), "
                "paired comparisons, cross-task matrix, forgetting signal, cost. Figures: Figure 2 (log p "
                "histograms), in-domain gain vs average drop, cross-task heatmap.")
     ap.add_argument("--results", type=Path, default=REPO / "results",

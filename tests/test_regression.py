@@ -21,7 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from repro.driver.cell import Cell
 from repro.driver.schema import find_results, validate_result
+from repro.report import CellResult, Grid, load_cells
+from repro.report.comparisons import comparison_rows
+from repro.report.formatting import mark_missing
+from repro.report.tables import PAPER_DATASET, table1, table2, table3, table_cost, table_cross_task, table_forgetting
 
 REPO = Path(__file__).resolve().parents[1]
 # S3FT_RESULTS_DIR points the committed-results checks at another results root (e.g. a run before committing it).
@@ -30,8 +35,6 @@ PAPER_REFERENCE = REPO / "results" / "paper_reference.json"
 SCRIPT = REPO / "paper_tables.py"
 OUTPUT_DIRS = {"tables", "figures"}   # paper_tables.py's outputs inside the results dir: not results
 
-sys.path.insert(0, str(REPO))   # paper_tables.py lives at the repo root, outside the installed packages
-import paper_tables  # noqa: E402
 
 
 def _git_tracked(root: Path) -> set[Path] | None:
@@ -217,6 +220,91 @@ def test_committed_tables_regenerate(preset: str, tmp_path: Path) -> None:
         assert (tmp_path / rel).read_bytes() == (RESULTS / rel).read_bytes(), f"{rel} differs"
 
 
+def _copy_results(paths: list[Path], root: Path, dest: Path) -> None:
+    """Copy result files (and their item files) from the results root `root` to `dest`, keeping their layout."""
+    for path in paths:
+        doc = json.loads(path.read_text())
+        for f in (path, path.parent / doc["items"]["path"]):
+            (dest / f.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest / f.relative_to(root))
+
+
+def _drop_choices(paths: list[Path]) -> list[Path]:
+    """Cells to leave out of a complete preset: one seed of a trained method (the last one found: seed 1 where
+    two seeds ran) and one task's base cell (the tables fall back to another task's base run for benchmarks)."""
+    docs = {p: json.loads(p.read_text())["cell"] for p in paths}
+    trained = sorted((p for p in paths if docs[p]["method"] != "base"), key=lambda p: (docs[p]["seed"], str(p)))
+    base = sorted(p for p in paths if docs[p]["method"] == "base")
+    return trained[-1:] + base[:1]
+
+
+_PARTIAL = [pytest.param(preset, i, id=f"{preset}-drop{i}") for preset in _COMMITTED_PRESETS for i in (0, 1)]
+
+
+@pytest.mark.parametrize("preset,which", _PARTIAL or [pytest.param(None, None, marks=pytest.mark.skip(
+    reason="no committed results under results/ yet: no committed preset to make partial"))])
+def test_partial_committed_preset_names_missing_cells(preset: str, which: int, tmp_path: Path) -> None:
+    """A committed preset with one cell deleted (issue 17: a study committed cell by cell): every table says which
+    cell is missing, above its rows, and still shows everything present; the complete preset names none. The
+    tables here are the ones without bootstraps (seconds); the smoke test below renders every output."""
+    paths = [p for p in _COMMITTED if json.loads(p.read_text())["cell"]["preset"] == preset]
+    dropped = _drop_choices(paths)[which]
+    key = json.loads(dropped.read_text())["cell"]
+    gone = Cell(preset, key["task"], key["method"], int(key["seed"]))
+    _copy_results([p for p in paths if p != dropped], RESULTS, tmp_path)
+    ref = json.loads(PAPER_REFERENCE.read_text())
+    full = Grid(preset, load_cells(RESULTS, preset), ref)
+    part = Grid(preset, load_cells(tmp_path, preset), ref)
+    assert full.missing == [] and part.missing == [gone]
+    assert len(part.cells) == len(full.cells) - 1
+
+    def tables(g: Grid) -> list:
+        return mark_missing(g.missing, [table1(g), table2(g), table3(g), table_cross_task(g)[0], table_forgetting(g),
+                                        table_cost(g)])
+
+    whole, part_ = tables(full), tables(part)
+    for tb in part_:
+        md, tex = tb.markdown(), tb.latex(preset)
+        line = f"Missing cells (1, defined by the preset's recipe but without a result here; the table shows what " \
+               f"is present): {gone.label}."
+        assert md.index(line) < md.index("\n|"), tb.name          # named above the table's rows
+        assert gone.label.replace("_", "\\_") in tex and "Missing cells (1" in tex, tb.name
+    assert not any("Missing cells" in tb.markdown() + tb.latex(preset) for tb in whole)
+    # Rows that do not draw on the dropped cell are unchanged (Table 2: one row per method; Table 3 and the
+    # forgetting signal: one row per trained (task, method), read from that cell group alone).
+    assert [r for r in part_[1].rows if r[0] != gone.method] == [r for r in whole[1].rows if r[0] != gone.method]
+    for i in (2, 4):
+        assert ([r for r in part_[i].rows if r[:2] != [gone.task, gone.method]]
+                == [r for r in whole[i].rows if r[:2] != [gone.task, gone.method]]), part_[i].name
+    t2 = {r[0]: r for r in part_[1].rows}
+    col = next(i for i, h in enumerate(part_[1].headers) if h.startswith(f"{gone.task} ours"))
+    if gone.method == "base":
+        assert t2["base"][col] == "—"
+    else:
+        seeds = len(full.group(gone.task, gone.method)) - 1
+        assert f"({seeds} seed{'s' if seeds > 1 else ''}, n=" in t2[gone.method][col]
+
+
+def test_partial_smoke_preset_renders_every_output(smoke_results: Path, tmp_path: Path) -> None:
+    """The script on a smoke grid without its squad S3FT cell: exit 0, every table and figure written, every
+    table names the missing cell, and the comparisons keep the pairs that do not need it."""
+    paths = [p for p in find_results(smoke_results) if not OUTPUT_DIRS & set(p.relative_to(smoke_results).parts)]
+    gone = next(p for p in paths if p.parent.match("squad/s3ft/seed0"))
+    _copy_results([p for p in paths if p != gone], smoke_results, tmp_path / "results")
+    out = render(tmp_path / "results", tmp_path / "out")
+    assert "Missing cells (1, defined by the preset's recipe" in out and "squad/s3ft/seed0" in out
+    manifest = json.loads((tmp_path / "out" / "tables" / "smoke" / "MANIFEST.json").read_text())
+    assert len([f for f in manifest["files"] if f.endswith((".md", ".tex"))]) == 16
+    assert len([f for f in manifest["files"] if f.endswith(".png")]) == 3
+    for rel in manifest["files"]:
+        if rel.endswith((".md", ".tex")):
+            assert "squad/s3ft/seed0" in (tmp_path / "out" / rel).read_text(encoding="utf-8"), rel
+    rows = md_rows(tmp_path / "out" / "tables" / "smoke" / "comparisons.md")
+    pairs = {(r["task"], r["A vs B"]) for r in rows}
+    assert ("squad", "ssr vs sft") in pairs and ("gsm8k", "s3ft vs sft") in pairs
+    assert not any(t == "squad" and ab.startswith("s3ft") for t, ab in pairs)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # A freshly produced smoke grid (never vacuous: the fixture runs the real driver)
 # ----------------------------------------------------------------------------------------------------------------
@@ -326,12 +414,12 @@ def test_paper_reference() -> None:
     assert setup["base_model"]["value"] == "Mistral-7B-Instruct-v0.2"
     assert setup["finetuning"]["value"] == {"method": "LoRA", "r": 8, "alpha": 16, "dropout": 0.1}
     assert ref["task_map"]["NQ"]["ours"] == "nq_open" and "squad" in ref["task_map"]["NQ"]["also_shown_beside"]
-    # and paper_tables.py reads it: the paper's NQ column goes beside both nq_open and squad
-    assert paper_tables.PAPER_DATASET["nq_open"] == paper_tables.PAPER_DATASET["squad"] == "NQ"
+    # and the report reads it: the paper's NQ column goes beside both nq_open and squad
+    assert PAPER_DATASET["nq_open"] == PAPER_DATASET["squad"] == "NQ"
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The tables' statistics, recomputed from the committed items (independently of paper_tables' own helpers)
+# The tables' statistics, recomputed from the committed items (independently of repro.report's own helpers)
 # ----------------------------------------------------------------------------------------------------------------
 def md_rows(path: Path) -> list[dict[str, str]]:
     """The body rows of the (first) Markdown pipe table in a file, as header -> cell text."""
@@ -479,27 +567,27 @@ def test_relabelled_copy_of_a_cell_gives_zero_and_p1(preset: str) -> None:
     """A model compared with an exact copy of itself: every comparison row has difference 0, CI [0, 0], p = 1."""
     import copy  # noqa: PLC0415
 
-    cells = paper_tables.load_cells(RESULTS, preset)
+    cells = load_cells(RESULTS, preset)
     task = next(t for t in ("squad", "gsm8k", "mbpp") if any(c.task == t and c.method == "sft" for c in cells))
     sft = [c for c in cells if c.task == task and c.method == "sft"]
     copies = []
     for c in sft:   # the same cell under another method's name: s3ft vs sft compares sft with itself
         doc = copy.deepcopy(c.doc)
         doc["cell"]["method"] = "s3ft"
-        copies.append(paper_tables.Cell(c.path, doc))
+        copies.append(CellResult(c.path, doc))
     base = [c for c in cells if c.task == task and c.method == "base"]
-    g = paper_tables.Grid(preset, base + sft + copies, json.loads(PAPER_REFERENCE.read_text()))
-    rows = [r for r in paper_tables.comparison_rows(g) if r["kind"] != "none"]
+    g = Grid(preset, base + sft + copies, json.loads(PAPER_REFERENCE.read_text()))
+    rows = [r for r in comparison_rows(g) if r["kind"] != "none"]
     assert {(r["a"], r["b"]) for r in rows} == {("s3ft", "sft")} and len(rows) >= 3
     for r in rows:
         assert r["diff"] == 0.0 and r["ci95"] == [0.0, 0.0] and r["p_value"] == 1.0, r["measure"]
         assert r["verdict"].startswith("cannot tell at this n")
 
 
-def _fake_cell(method: str, candidates: list[dict]) -> "paper_tables.Cell":
+def _fake_cell(method: str, candidates: list[dict]) -> CellResult:
     prov = {"model": {"name": "m", "fingerprint": "f" * 12}, "git_hash": "abc", "git_dirty": False,
             "date": "2026-01-01T00:00:00+00:00", "hardware": {"cpu_count": 2, "cpu": "x"}}
-    cell = paper_tables.Cell(Path(f"/nowhere/{method}/result.json"),
+    cell = CellResult(Path(f"/nowhere/{method}/result.json"),
                              {"cell": {"preset": "p", "task": "mbpp", "method": method, "seed": 0},
                               "cross_task": {}, "generalization": None, "provenance": prov})
     cell.__dict__["items"] = [{"kind": "candidates", **c} for c in candidates]   # the cached_property's slot
@@ -518,8 +606,8 @@ def test_table1_compares_accepted_candidates_on_the_same_examples() -> None:
     sdft = _fake_cell("sdft", [
         {"id": "a", "logp": {"gold": lp(-80), "paraphrase": lp(-50)}, "accepted": {"gold": True, "paraphrase": True}},
         {"id": "c", "logp": {"gold": lp(-90), "paraphrase": lp(-70)}, "accepted": {"gold": True, "paraphrase": False}}])
-    ref = json.loads(paper_tables.PAPER_REFERENCE.read_text())
-    t = paper_tables.table1(paper_tables.Grid("p", [s3ft, sdft], ref))
+    ref = json.loads(PAPER_REFERENCE.read_text())
+    t = table1(Grid("p", [s3ft, sdft], ref))
     rows = {r[1]: r for r in t.rows}
     own = rows["own answer judge-accepted"]
     assert own[2] == "1" and own[3] == "-80.00" and own[4] == "—" and own[5] == "-30.00"   # example a only

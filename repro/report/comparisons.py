@@ -5,8 +5,17 @@ from __future__ import annotations
 from evals.stats import K_MIN, Z_POWER, paired_average_comparison, paired_comparison, seed_means, verdict
 from repro.report.formatting import Table, effect_ci_txt, effect_txt, mde_txt, mean, p_txt, pts
 from repro.report.load import Grid
-from repro.report.measures import (BINARY_METRICS, BOOT_SEED, METRIC_LABEL, bench_seed_means, headline_benches,
-                                   task_clusters, task_headline_metric, task_scores, train_cost)
+from repro.report.measures import (
+    BINARY_METRICS,
+    BOOT_SEED,
+    METRIC_LABEL,
+    bench_seed_means,
+    headline_benches,
+    task_clusters,
+    task_headline_metric,
+    task_scores,
+    train_cost,
+)
 
 COMPARISONS = [("s3ft", "sft"), ("s3ft", "sdft"), ("ssr", "sft")]
 

@@ -11,8 +11,7 @@ import numpy as np
 from evals.stats import aggregate_seeds
 from repro.report.formatting import pts
 from repro.report.load import Grid
-from repro.report.measures import (candidate_logps, cell_metric, headline_benches, paper_four_drop,
-                                   task_headline_metric)
+from repro.report.measures import candidate_logps, cell_metric, headline_benches, paper_four_drop, task_headline_metric
 from repro.report.tables import SOURCES
 
 DPI = 120

@@ -6,8 +6,14 @@ import statistics
 
 from repro.report.formatting import Table, mean, mean_sd, pts, words
 from repro.report.load import Grid, order
-from repro.report.measures import (METRIC_LABEL, candidate_logps, cell_metric, judge_kind, task_headline_metric,
-                                   train_cost)
+from repro.report.measures import (
+    METRIC_LABEL,
+    candidate_logps,
+    cell_metric,
+    judge_kind,
+    task_headline_metric,
+    train_cost,
+)
 
 # Our task -> the paper's dataset column. squad is not the paper's dataset: it is shown beside "paper: NQ".
 PAPER_DATASET = {"gsm8k": "GSM8K", "mbpp": "MBPP", "nq_open": "NQ", "squad": "NQ"}
