@@ -32,6 +32,7 @@ from typing import Any
 from evals.judges.cached import judge_cached
 from evals.judges.filters import FILTER_VERSION, paraphrase_rejection
 from evals.tasks.base import Task
+from methods.registry import get_method
 from repro.runtime.cache import GenerationCache
 from repro.runtime.generate import DecodingParams, Generator
 from repro.runtime.store import atomic_write_json, atomic_write_jsonl
@@ -234,7 +235,6 @@ def _reason_kind(reason: str) -> str:
 
 def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = True, extra: dict | None = None) -> dict:
     """Run a method's target builder, score every candidate under the base model, write the three artefacts."""
-    from methods.registry import get_method  # noqa: PLC0415
     from repro.runtime.scoring import score_responses  # noqa: PLC0415
 
     method = get_method(method_id)
@@ -248,7 +248,7 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
             raise ValueError(f"method {method_id} made a rejected ({cand.rejected_by}) {r.source} candidate the "
                              f"target of {r.id}")
     by_id = {ex["id"]: ex for ex in ctx.examples}
-    if score and method.TRAINS:
+    if score and method.trains:
         for ex in ctx.examples:             # gold log p is the reference every summary compares against
             ctx.seen[ex["id"]].setdefault("gold", Candidate("gold", ctx.task.gold_response(ex), True, "gold",
                                                              verdict=True))

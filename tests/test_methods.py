@@ -86,7 +86,7 @@ def test_registry_lists_every_method_with_a_description():
     listed = list_methods()
     assert {"base", "sft", "s3ft", "sdft", "ssr", "self_only"} <= set(listed)
     assert all(isinstance(d, str) and len(d) > 10 for d in listed.values())
-    assert get_method("base").TRAINS is False and get_method("s3ft").TRAINS is True
+    assert get_method("base").trains is False and get_method("s3ft").trains is True
     assert "targets" not in method_ids() and "train" not in method_ids()
     with pytest.raises(KeyError, match="unknown method"):
         get_method("nope")
@@ -272,12 +272,12 @@ def test_a_method_that_bypasses_the_check_fails_the_build(tmp_path, monkeypatch)
     import methods.ssr as ssr
     from methods.targets import TargetRecord
 
-    def rogue(ctx):
+    def rogue(self, ctx):
         preds = ctx.predictions(ctx.examples)
         return [TargetRecord(ex["id"], ctx.task.train_messages(ex), p.text, "model")
                 for ex, p in zip(ctx.examples, preds)]
 
-    monkeypatch.setattr(ssr, "build_targets", rogue)
+    monkeypatch.setattr(ssr.SSR, "build_targets", rogue)
     task = FakeTask()
     gen = TruncatingGenerator()
     ctx = TargetContext(task, task.load("train", None), lambda: gen, DecodingParams(8), DecodingParams(8),

@@ -143,7 +143,7 @@ class CellRunner:
         from methods.registry import get_method, method_ids  # noqa: PLC0415
 
         # An adapter given to `repro eval` comes from outside the suite: nothing upstream of it is ours to hash.
-        trains = cell.method in method_ids() and get_method(cell.method).TRAINS
+        trains = cell.method in method_ids() and get_method(cell.method).trains
         upstream = self.train_hash(cell) if trains else self.targets_hash(cell)
         return config_hash({"upstream": upstream, "cell": [cell.task, cell.method, cell.seed],
                             "tasks": {t: self.task_settings_hash(t) for t in self.recipe.tasks},
@@ -328,7 +328,7 @@ class CellRunner:
             return read_json(self.paths(cell)["result"] / "result.json")
         method = get_method(cell.method)
         summary, train_log, adapter, targets_reused = None, None, None, False
-        if method.TRAINS:
+        if method.trains:
             summary, targets_reused = self.build_targets(cell)
             train_log, adapter = self.train(cell)
         ev = self.evaluate(cell, adapter)
