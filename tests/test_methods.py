@@ -284,3 +284,16 @@ def test_a_method_that_bypasses_the_check_fails_the_build(tmp_path, monkeypatch)
                         progress=False)
     with pytest.raises(ValueError, match="rejected"):
         build("ssr", ctx, tmp_path / "rogue", score=False)
+
+
+def test_target_building_and_evaluation_share_one_prediction_cache_tag():
+    """Own answers to training prompts and to test prompts are cached under the task's one prediction tag, so a
+    cell's base answers are reused across target building, evaluation and the forgetting signal."""
+    from evals.indomain import evaluate_task
+
+    task, gen = FakeTask(), FakeGenerator()
+    ctx = TargetContext(task, task.load("train", None), lambda: gen, DecodingParams(8), DecodingParams(8),
+                        progress=False)
+    ctx.predictions(ctx.examples)
+    evaluate_task(task, task.load("train", None), gen, DecodingParams(8), progress=False)
+    assert [tag for tag, _ in gen.calls] == [task.predict_tag] * 2 == ["fake.predict.fake-v1"] * 2

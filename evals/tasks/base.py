@@ -99,6 +99,12 @@ class Task(ABC):
         return None
 
     @property
+    def predict_tag(self) -> str:
+        """Cache tag of the prediction prompt: shared by target building (train split), evaluation (test split)
+        and the forgetting signal, so all three reuse one cached set of base-model answers."""
+        return f"{self.name}.predict.{self.template_version}"
+
+    @property
     def paraphrase_tag(self) -> str:
         return f"{self.name}.paraphrase.{self.paraphrase_version or self.template_version}"
 

@@ -22,7 +22,7 @@ from typing import Any
 from evals.tasks import get_task
 from evals.tasks.base import Split, Task
 from repro.runtime.cache import GenerationCache
-from repro.runtime.generate import DecodingParams, Generator, make_generator
+from repro.runtime.generate import DecodingParams, Generator, hf_model_of, make_generator
 from repro.driver.recipes import Recipe, config_hash, headline_benchmarks, headline_metric
 from repro.runtime.store import (atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl,
                          remove_stale_temporaries)
@@ -264,11 +264,7 @@ class CellRunner:
                                    cache=self.cache, progress=self.progress) for n in names}
         seconds["eval_tasks"] = time.perf_counter() - t0
 
-        hf_tuned = getattr(tuned, "model", None)
-        if hf_tuned is None:                         # vLLM generated; log-likelihood work needs an HF model
-            from repro.runtime import models  # noqa: PLC0415
-
-            hf_tuned, _ = models.load(self.recipe.model, adapter=adapter)
+        hf_tuned = hf_model_of(tuned)       # log-likelihood work needs an HF model, whichever backend generated
         for n in names:
             scores[n]["headline_metric"] = headline_metric(self.recipe.tasks.get(n))
         if self.recipe.evaluation.get("benchmarks"):
@@ -312,7 +308,7 @@ class CellRunner:
         prompts = [task.predict_messages(ex) for ex in exs]
         # The base model's greedy answers to these prompts were cached by the base cell's evaluation.
         own = self.base_generator().generate(prompts, self.decoding(cell.task, "predict"),
-                                             tag=f"{task.name}.predict.{task.template_version}",
+                                             tag=task.predict_tag,
                                              progress=self.progress)
         base_model = None if hasattr(hf_tuned, "disable_adapter") else self.base_generator().model
         return {**forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
