@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,7 +217,3 @@ def group_split(items: list[dict], key: Callable[[dict], str], test_fraction: fl
         h = int(hashlib.sha256(f"{seed}:{key(row)}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         (test if h < test_fraction else train).append(row)
     return train, test
-
-
-def data_provenance(loaded: Mapping[str, LoadedRows]) -> dict:
-    return {name: {"origin": lr.origin, "sha256": lr.sha256, "rows": len(lr.rows)} for name, lr in loaded.items()}

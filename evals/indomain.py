@@ -12,11 +12,6 @@ from repro.runtime.cache import GenerationCache
 from repro.runtime.generate import DecodingParams, Generator
 
 
-def predict_tag(task: Task) -> str:
-    """Cache tag of a task's prediction prompt; shared by target building (train split) and evaluation (test)."""
-    return f"{task.name}.predict.{task.template_version}"
-
-
 def item_extras(task: Task, ex: dict, response: str) -> dict:
     """What a per-item record carries beside the verdict: the task's own metrics and the item's cluster."""
     extra: dict = dict(task.item_metrics(ex, response))
@@ -42,7 +37,7 @@ def evaluate_task(task: Task, examples: Sequence[dict], generator: Generator, pa
                   cache: GenerationCache | None = None, progress: bool = True, seed: int = 0) -> dict:
     """Accuracy of `generator` on `examples`, with stderr, a bootstrap CI and per-item verdicts."""
     t0 = time.perf_counter()
-    outs = generator.generate([task.predict_messages(ex) for ex in examples], params, tag=predict_tag(task),
+    outs = generator.generate([task.predict_messages(ex) for ex in examples], params, tag=task.predict_tag,
                               progress=progress)
     t1 = time.perf_counter()
     verdicts = judge_cached(task, examples, [o.text for o in outs], cache, progress=progress)

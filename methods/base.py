@@ -1,6 +1,10 @@
-DESCRIPTION = "no training: the instruct model as it is (the reference row of every table)"
-TRAINS = False
+from methods.registry import Method
 
 
-def build_targets(ctx):
-    return []
+class NoTraining(Method):
+    id = "base"
+    description = "no training: the instruct model as it is (the reference row of every table)"
+    trains = False
+
+    def build_targets(self, ctx):
+        return []

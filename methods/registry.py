@@ -1,38 +1,74 @@
-"""Registry of methods. A method is one module in ``methods/`` that defines
+"""The `Method` interface and the registry of methods.
 
-    DESCRIPTION: str             # one line for `python -m repro ls methods`
-    TRAINS: bool                 # False only for the untrained reference row
-    def build_targets(ctx: methods.targets.TargetContext) -> list[TargetRecord]
+A method is a `Method` subclass in its own file ``methods/<id>.py``::
 
-Its id is the module name. Adding a method is adding one file; nothing else in the suite changes, because every
-method is trained by the same core (methods.train) from the records it returns.
+    class SSR(Method):
+        id = "ssr"
+        description = "..."          # one line for `python -m repro ls methods`
+        trains = True                # False only for the untrained reference row
+
+        def build_targets(self, ctx: TargetContext) -> list[TargetRecord]: ...
+
+and one line ``"<id>": "methods.<id>:<Class>"`` in `METHODS` below. Methods differ only in the targets they build:
+every method is trained by the same core (methods.train) from the records it returns.
+
+The registry is an explicit map, not a scan of the package, so a helper module placed next to the methods is never
+taken for one; imports are lazy, so naming a method does not load every other.
 """
 from __future__ import annotations
 
 import importlib
-import pkgutil
-from types import ModuleType
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, ClassVar
 
-import methods
+if TYPE_CHECKING:
+    from methods.targets import TargetContext, TargetRecord
 
-#: Modules of the package that are machinery, not methods.
-_INFRASTRUCTURE = {"registry", "targets", "train"}
+#: method id -> "module:class"
+METHODS: dict[str, str] = {
+    "base": "methods.base:NoTraining",
+    "sft": "methods.sft:SFT",
+    "s3ft": "methods.s3ft:S3FT",
+    "sdft": "methods.sdft:SDFT",
+    "ssr": "methods.ssr:SSR",
+    "self_only": "methods.self_only:SelfOnly",
+}
+
+
+class Method(ABC):
+    """What every method provides. A subclass that leaves out `build_targets` or one of the class attributes cannot
+    be instantiated (TypeError when the method is looked up, before any work)."""
+
+    id: ClassVar[str]
+    description: ClassVar[str]
+    trains: ClassVar[bool]
+
+    def __init__(self) -> None:
+        missing = [a for a in ("id", "description", "trains") if not hasattr(self, a)]
+        if missing:
+            raise TypeError(f"method class {type(self).__name__} must set {', '.join(missing)}")
+
+    @abstractmethod
+    def build_targets(self, ctx: TargetContext) -> list[TargetRecord]:
+        """The training targets of ``ctx.examples``, each made by ``ctx.target(ex, candidate)`` from a candidate
+        the context provides (``ctx.predictions``, ``ctx.paraphrases``, ``ctx.gold``)."""
 
 
 def method_ids() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(methods.__path__)
-                  if not m.name.startswith("_") and m.name not in _INFRASTRUCTURE)
+    return sorted(METHODS)
 
 
-def get_method(method_id: str) -> ModuleType:
-    if method_id not in method_ids():
+def get_method(method_id: str) -> Method:
+    if method_id not in METHODS:
         raise KeyError(f"unknown method {method_id!r}; known: {', '.join(method_ids())}")
-    module = importlib.import_module(f"methods.{method_id}")
-    for attr in ("DESCRIPTION", "TRAINS", "build_targets"):
-        if not hasattr(module, attr):
-            raise TypeError(f"methods/{method_id}.py must define {attr}")
-    return module
+    module, name = METHODS[method_id].split(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise TypeError(f"{METHODS[method_id]} (method {method_id!r}) is not a Method subclass")
+    if cls.id != method_id:
+        raise TypeError(f"{METHODS[method_id]} has id {cls.id!r} but is registered as {method_id!r}")
+    return cls()
 
 
 def list_methods() -> dict[str, str]:
-    return {m: get_method(m).DESCRIPTION for m in method_ids()}
+    return {m: get_method(m).description for m in method_ids()}

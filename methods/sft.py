@@ -1,6 +1,10 @@
-DESCRIPTION = "supervised fine-tuning on the gold answers"
-TRAINS = True
+from methods.registry import Method
 
 
-def build_targets(ctx):
-    return [ctx.target(ex, ctx.gold(ex)) for ex in ctx.examples]
+class SFT(Method):
+    id = "sft"
+    description = "supervised fine-tuning on the gold answers"
+    trains = True
+
+    def build_targets(self, ctx):
+        return [ctx.target(ex, ctx.gold(ex)) for ex in ctx.examples]

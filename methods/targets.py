@@ -32,8 +32,9 @@ from typing import Any
 from evals.judges.cached import judge_cached
 from evals.judges.filters import FILTER_VERSION, paraphrase_rejection
 from evals.tasks.base import Task
+from methods.registry import get_method
 from repro.runtime.cache import GenerationCache
-from repro.runtime.generate import DecodingParams, Generator
+from repro.runtime.generate import DecodingParams, Generator, hf_model_of
 from repro.runtime.store import atomic_write_json, atomic_write_jsonl
 
 SOURCES = ("model", "paraphrase", "gold")
@@ -132,7 +133,7 @@ class TargetContext:
     def predictions(self, examples: Sequence[dict]) -> list[Candidate]:
         """The base model's own answers to the training prompts, judged."""
         return self._judged("model", examples, [self.task.predict_messages(ex) for ex in examples],
-                            self.predict_params, f"{self.task.name}.predict.{self.task.template_version}")
+                            self.predict_params, self.task.predict_tag)
 
     def paraphrases(self, examples: Sequence[dict]) -> list[Candidate]:
         """The base model's rewrites of the gold answers (question + gold in the prompt), judged and filtered."""
@@ -234,7 +235,6 @@ def _reason_kind(reason: str) -> str:
 
 def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = True, extra: dict | None = None) -> dict:
     """Run a method's target builder, score every candidate under the base model, write the three artefacts."""
-    from methods.registry import get_method  # noqa: PLC0415
     from repro.runtime.scoring import score_responses  # noqa: PLC0415
 
     method = get_method(method_id)
@@ -248,7 +248,7 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
             raise ValueError(f"method {method_id} made a rejected ({cand.rejected_by}) {r.source} candidate the "
                              f"target of {r.id}")
     by_id = {ex["id"]: ex for ex in ctx.examples}
-    if score and method.TRAINS:
+    if score and method.trains:
         for ex in ctx.examples:             # gold log p is the reference every summary compares against
             ctx.seen[ex["id"]].setdefault("gold", Candidate("gold", ctx.task.gold_response(ex), True, "gold",
                                                              verdict=True))
@@ -263,12 +263,7 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
     if score and items:
         t0 = time.perf_counter()
         gen = ctx.generator
-        model = getattr(gen, "model", None)
-        if model is None:                   # a vLLM generator has no HF model to score with
-            from repro.runtime import models  # noqa: PLC0415
-
-            model, _ = models.load(gen.model_name)
-        scores = score_responses(model, gen.tokenizer, items, cache=ctx.cache, identity=gen.identity,
+        scores = score_responses(hf_model_of(gen), gen.tokenizer, items, cache=ctx.cache, identity=gen.identity,
                                  progress=ctx.progress)
         logps = {w: s.to_dict() for w, s in zip(where, scores)}
         ctx.seconds["score"] += time.perf_counter() - t0

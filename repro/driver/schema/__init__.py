@@ -52,7 +52,7 @@ def validate_result(path: str | Path) -> list[str]:
     from methods.registry import get_method, method_ids  # noqa: PLC0415
 
     method = doc["cell"]["method"]
-    trains = method in method_ids() and get_method(method).TRAINS
+    trains = method in method_ids() and get_method(method).trains
     for key in ("training", "targets", "forgetting_signal"):
         skipped = key != "targets" and (doc["training"] or {}).get("skipped")
         if trains and doc[key] is None and not skipped:
