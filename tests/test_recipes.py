@@ -1,17 +1,18 @@
 """Recipe loading and the cross-task setting (true / false / a list of the recipe's tasks)."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 
-from repro.driver.cell import Cell, CellRunner
+from repro.driver.cell import Cell
+from repro.driver.config import resolve
 from repro.driver.recipes import available_presets, load_recipe
 
 
 @pytest.mark.parametrize("preset", available_presets())
 def test_every_shipped_preset_loads(preset):
-    assert load_recipe(preset).name == preset
+    recipe = load_recipe(preset)
+    assert recipe.name == preset
+    assert resolve(recipe).name == preset          # and resolves (task and code defaults filled in)
 
 
 @pytest.mark.parametrize(("setting", "expected"), [
@@ -23,7 +24,7 @@ def test_every_shipped_preset_loads(preset):
 def test_eval_tasks_follow_cross_task(setting, expected):
     recipe = load_recipe("smoke", [f"evaluation.cross_task={setting}"])
     cell = Cell("smoke", "squad", "sft", 0)
-    assert CellRunner.eval_tasks(SimpleNamespace(recipe=recipe), cell) == expected
+    assert resolve(recipe).eval_tasks(cell.task) == expected
 
 
 @pytest.mark.parametrize("setting", ["[nq_open]", "squad", "3"])

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from repro.runtime.generate import DecodingParams, Generator
 
 JUDGE_VERSION = "llm-judge-v2"
+#: Token cap of the judge's reply (a yes/no and one sentence); part of the resolved configuration's hashes.
+MAX_NEW_TOKENS = 48
 
 PROMPT = """You are grading an answer to a question. Decide whether the predicted answer is correct, using the gold \
 answer as the reference. A predicted answer is correct if it gives the same information as the gold answer, even if \
@@ -48,7 +50,7 @@ class LLMJudge:
         from repro.runtime.generate import DecodingParams  # noqa: PLC0415  (keeps judges importable without torch)
 
         self.generator = generator
-        self.params = params or DecodingParams(max_new_tokens=48)
+        self.params = params or DecodingParams(max_new_tokens=MAX_NEW_TOKENS)
 
     def judge_many(self, questions: Sequence[str], predicted: Sequence[str], golds: Sequence[str],
                    *, progress: bool = False) -> list[Verdict]:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evals.tasks import get_task
 from evals.tasks.base import Split, Task
+from repro.driver.config import ResolvedConfig, make_task, resolve
+from repro.driver.recipes import Recipe
 from repro.runtime.cache import GenerationCache
 from repro.runtime.generate import DecodingParams, Generator, hf_model_of, make_generator
-from repro.driver.recipes import Recipe, config_hash, headline_benchmarks, headline_metric
 from repro.runtime.store import (atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl,
                          remove_stale_temporaries)
 
@@ -48,6 +48,9 @@ class CellRunner:
     def __init__(self, recipe: Recipe, *, data_dir: Path | None, work_root: Path, results_root: Path,
                  progress: bool = True, on_stage: Callable[[Cell, str], None] | None = None) -> None:
         self.recipe = recipe
+        # Resolved once, here: every stage reads its settings from `config`, and every stage hash is taken over it.
+        self._tasks: dict[str, Task] = {name: make_task(name, settings) for name, settings in recipe.tasks.items()}
+        self.config: ResolvedConfig = resolve(recipe, tasks=self._tasks)
         self.data_dir = data_dir
         self.work = Path(work_root) / recipe.name
         self.results = Path(results_root) / recipe.name
@@ -57,7 +60,7 @@ class CellRunner:
         self.on_stage = on_stage or (lambda cell, stage: None)
         self._base: Generator | None = None
         self._splits: dict[tuple[str, str], Split] = {}
-        self._tasks: dict[str, Task] = {}
+        self._judges_attached: set[str] = set()
 
     def clean_interrupted_writes(self) -> int:
         """Remove temporaries of atomic writes a killed run left. Only the driver calls this, holding the preset's
@@ -65,29 +68,24 @@ class CellRunner:
         return sum(remove_stale_temporaries(f) for f in (self.work, self.results, self.bench_cache))
 
     # --- shared pieces ---------------------------------------------------------------------------------------
-    @property
-    def gen_settings(self) -> dict:
-        return {"backend": "auto", "batch_size": 16, **self.recipe.generation}
-
     def task(self, name: str) -> Task:
-        if name not in self._tasks:
-            settings = self.recipe.tasks[name] or {}
-            options = {"judge": settings["judge"]} if "judge" in settings else {}
-            t = get_task(settings.get("file") or name, **options)    # file: a YAML task spec
-            if getattr(t, "judge_kind", None) == "llm":
-                from evals.judges.llm import LLMJudge  # noqa: PLC0415
+        t = self._tasks[name]
+        tc = self.config.tasks[name]
+        if tc.judge_model is not None and name not in self._judges_attached:
+            from evals.judges.llm import LLMJudge  # noqa: PLC0415
 
-                # The paper's judge is the base model itself (the default); `judge_model` names another one.
-                judge_model = settings.get("judge_model")
-                if judge_model and judge_model != self.recipe.model:
-                    g = self.gen_settings
-                    judge_gen = make_generator(judge_model, None, backend=g["backend"], cache=self.cache,
-                                               batch_size=g["batch_size"])
-                else:
-                    judge_gen = self.base_generator()
-                t.use_llm_judge(LLMJudge(judge_gen))
-            self._tasks[name] = t
-        return self._tasks[name]
+            # The paper's judge is the base model itself (the default); `judge_model` names another one. A YAML spec
+            # naming its own judge model replaces the generator given here (FileTask.use_llm_judge): no second load.
+            own = getattr(t, "judge_model", None) not in (None, "base")
+            if tc.judge_model != self.config.model and not own:
+                g = self.config.generation
+                judge_gen = make_generator(tc.judge_model, None, backend=g.backend, cache=self.cache,
+                                           batch_size=g.batch_size)
+            else:
+                judge_gen = self.base_generator()
+            t.use_llm_judge(LLMJudge(judge_gen, tc.judge_decoding))
+            self._judges_attached.add(name)
+        return t
 
     def split(self, name: str, split: str) -> Split:
         """A whole split of a task, loaded once per runner (its provenance goes into every result)."""
@@ -98,63 +96,36 @@ class CellRunner:
     def examples(self, name: str, split: str) -> list[dict]:
         from evals.data import seeded_subset  # noqa: PLC0415
 
-        limit = (self.recipe.tasks[name] or {}).get(split)
-        return seeded_subset(self.split(name, split).examples, limit, self.recipe.data_seed)
+        tc = self.config.tasks[name]
+        return seeded_subset(self.split(name, split).examples, getattr(tc, split), self.config.data_seed)
 
     def decoding(self, name: str, kind: str) -> DecodingParams:
-        settings, task = self.recipe.tasks[name] or {}, self.task(name)
-        if kind == "paraphrase":
-            return DecodingParams(max_new_tokens=settings.get("paraphrase_max_new_tokens",
-                                                              task.paraphrase_max_new_tokens), stop=task.stop)
-        return DecodingParams(max_new_tokens=settings.get("max_new_tokens", task.max_new_tokens), stop=task.stop)
+        """The resolved decoding of a task's prediction (``predict``) or paraphrase (``paraphrase``) prompt."""
+        tc = self.config.tasks[name]
+        return tc.paraphrase if kind == "paraphrase" else tc.predict
 
     def base_generator(self) -> Generator:
         if self._base is None:
-            g = self.gen_settings
-            self._base = make_generator(self.recipe.model, None, backend=g["backend"], cache=self.cache,
-                                        batch_size=g["batch_size"])
+            g = self.config.generation
+            self._base = make_generator(self.config.model, None, backend=g.backend, cache=self.cache,
+                                        batch_size=g.batch_size)
         return self._base
 
-    def task_settings_hash(self, name: str) -> str:
-        t = self.task(name)
-        # which metric a table leads with changes no artefact: kept out of the hash, so targets and adapters stay
-        settings = self.recipe.tasks[name]
-        if isinstance(settings, dict) and "headline_metric" in settings:
-            settings = {k: v for k, v in settings.items() if k != "headline_metric"}
-        return config_hash({"settings": settings, "task": t.describe(), "data_seed": self.recipe.data_seed})
-
+    # Stage hashes: repro.driver.config says what each covers.
     def targets_hash(self, cell: Cell) -> str:
-        from methods.targets import check_versions  # noqa: PLC0415
-
-        return config_hash({"model": self.recipe.model, "task": self.task_settings_hash(cell.task),
-                            "method": cell.method, "generation": self.gen_settings,
-                            "checks": check_versions(self.task(cell.task))})
+        return self.config.targets_hash(cell.task, cell.method)
 
     def train_config(self, cell: Cell):
-        from methods.train import TrainConfig  # noqa: PLC0415
-
-        return TrainConfig.from_dict({**{k: v for k, v in self.recipe.train.items() if k != "seed"},
-                                      "seed": cell.seed})
+        return self.config.train_config(cell.seed)
 
     def train_hash(self, cell: Cell) -> str:
-        return config_hash({"targets": self.targets_hash(cell), "train": self.train_config(cell).to_dict()})
+        return self.config.train_hash(cell.task, cell.method, cell.seed)
 
     def cell_hash(self, cell: Cell) -> str:
-        from methods.registry import get_method, method_ids  # noqa: PLC0415
-
-        # An adapter given to `repro eval` comes from outside the suite: nothing upstream of it is ours to hash.
-        trains = cell.method in method_ids() and get_method(cell.method).trains
-        upstream = self.train_hash(cell) if trains else self.targets_hash(cell)
-        return config_hash({"upstream": upstream, "cell": [cell.task, cell.method, cell.seed],
-                            "tasks": {t: self.task_settings_hash(t) for t in self.recipe.tasks},
-                            "evaluation": self.recipe.evaluation})
+        return self.config.cell_hash(cell.task, cell.method, cell.seed)
 
     def eval_tasks(self, cell: Cell) -> list[str]:
-        """The cell's own task first, then the other tasks ``evaluation.cross_task`` asks for: true = every task of
-        the recipe, false = none, a list = those tasks (a cheaper partial cross-task matrix)."""
-        cross = self.recipe.evaluation.get("cross_task", True)
-        others = list(self.recipe.tasks) if cross is True else list(cross or [])
-        return [cell.task] + [t for t in others if t != cell.task]
+        return self.config.eval_tasks(cell.task)
 
     def paths(self, cell: Cell) -> dict[str, Path]:
         base = self.work / cell.task / cell.method
@@ -213,7 +184,7 @@ class CellRunner:
                 atomic_write_json(log_path, train_log)
                 return train_log, None
             self.on_stage(cell, "train")
-            train_log = train(self.recipe.model, records, self.train_config(cell), p["train"],
+            train_log = train(self.config.model, records, self.train_config(cell), p["train"],
                               progress=self.progress, extra={"config_hash": h})
             train_log["adapter_sha256"] = _adapter_sha(p["train"] / "adapter")
             atomic_write_json(log_path, train_log)
@@ -223,29 +194,19 @@ class CellRunner:
 
     def benchmarks(self, generator: Generator, hf_model: Any) -> dict | None:
         """Generalization scores through lm-eval, cached per (model, adapter, benchmark settings)."""
-        ev = self.recipe.evaluation
-        if not ev.get("benchmarks"):
+        ev = self.config.evaluation
+        if not ev.benchmarks:
             return None
-        from evals.benchmarks import BenchmarkSpec, evaluate_benchmarks  # noqa: PLC0415
+        from evals.benchmarks import evaluate_benchmarks  # noqa: PLC0415
 
-        specs = [BenchmarkSpec(name=name, limit=(opts or {}).get("limit"), num_fewshot=(opts or {}).get("num_fewshot"))
-                 for name, opts in ev["benchmarks"].items()]
-        settings = {"specs": [vars(s) for s in specs], "seed": ev.get("benchmark_seed", 1234),
-                    "batch_size": ev.get("benchmark_batch_size", 8), "chat_template": ev.get("chat_template", False),
-                    "kl_texts": int(ev.get("cross_domain_kl_texts", 0)), "items": "logp_correct-v1"}
-        backend = ev.get("benchmark_backend", "packed")
-        # Cached scores carry the backend that made them (HFLM's entries keep the key they had before this setting
-        # existed). The cell's config hash sees the setting only when a recipe sets it: both backends give the
-        # same per-choice log-likelihoods to float rounding (benchmarks/lm_scoring.py), so results stay valid.
-        key = config_hash({"identity": generator.identity, **settings, **({"backend": backend}
-                                                                          if backend != "hf" else {})})
-        path = self.bench_cache / f"{key}.json"
+        # Keyed by the scored model's identity and the benchmark-stage hash (every resolved benchmark setting).
+        path = self.bench_cache / f"{self.config.benchmark_cache_key(generator.identity)}.json"
         if path.is_file():
             return read_json(path)
-        out = evaluate_benchmarks(hf_model, generator.tokenizer, specs, data_dir=self.data_dir,
-                                  seed=settings["seed"], batch_size=settings["batch_size"],
-                                  chat_template=settings["chat_template"], kl_texts=settings["kl_texts"],
-                                  backend=backend)
+        out = evaluate_benchmarks(hf_model, generator.tokenizer, [b.spec() for b in ev.benchmarks],
+                                  data_dir=self.data_dir, seed=ev.benchmark_seed, batch_size=ev.benchmark_batch_size,
+                                  chat_template=ev.chat_template, kl_texts=ev.cross_domain_kl_texts,
+                                  backend=ev.benchmark_backend)
         atomic_write_json(path, out)
         return out
 
@@ -253,10 +214,10 @@ class CellRunner:
         from evals.indomain import evaluate_task  # noqa: PLC0415
 
         self.on_stage(cell, "evaluate")
-        g = self.gen_settings
+        g = self.config.generation
         base = self.base_generator()
-        tuned = base if adapter is None else make_generator(self.recipe.model, adapter, backend=g["backend"],
-                                                            cache=self.cache, batch_size=g["batch_size"])
+        tuned = base if adapter is None else make_generator(self.config.model, adapter, backend=g.backend,
+                                                            cache=self.cache, batch_size=g.batch_size)
         seconds: dict[str, float] = {}
         names = self.eval_tasks(cell)
         t0 = time.perf_counter()
@@ -266,8 +227,8 @@ class CellRunner:
 
         hf_tuned = hf_model_of(tuned)       # log-likelihood work needs an HF model, whichever backend generated
         for n in names:
-            scores[n]["headline_metric"] = headline_metric(self.recipe.tasks.get(n))
-        if self.recipe.evaluation.get("benchmarks"):
+            scores[n]["headline_metric"] = self.config.tasks[n].headline_metric
+        if self.config.evaluation.benchmarks:
             self.on_stage(cell, "benchmarks")
         t0 = time.perf_counter()
         general = self.benchmarks(tuned, hf_tuned)
@@ -292,7 +253,7 @@ class CellRunner:
         """KL(base||tuned) on texts of other domains: the headline benchmarks' first items (prompt + answer)."""
         from evals.forgetting import kl_on_texts  # noqa: PLC0415
 
-        names = headline_benchmarks(self.recipe.evaluation)
+        names = list(self.config.evaluation.headline_benchmarks)
         texts = [t["text"] for n in names for t in (base_general.get("texts") or {}).get(n, [])]
         if not texts:
             return None
@@ -302,7 +263,7 @@ class CellRunner:
     def _forgetting(self, cell: Cell, hf_tuned: Any, tokenizer) -> dict:
         from evals.forgetting import forgetting_signal  # noqa: PLC0415
 
-        n = self.recipe.evaluation.get("forgetting_prompts", 32)
+        n = self.config.evaluation.forgetting_prompts
         task = self.task(cell.task)
         exs = self.examples(cell.task, "test")[:n]
         prompts = [task.predict_messages(ex) for ex in exs]

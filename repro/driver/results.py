@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from repro.driver.recipes import headline_benchmarks
 from repro.driver.schema import SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -90,7 +89,7 @@ def assemble_result(runner: "CellRunner", cell: "Cell", summary: dict | None, ta
     drops = None
     if general is not None and ev["base_general"] is not None:
         drops = compute_drops(ev["base_general"], general, seed=cell.seed,
-                              headline=headline_benchmarks(recipe.evaluation))
+                              headline=list(runner.config.evaluation.headline_benchmarks))
 
     wall: dict[str, float] = {}
     if summary is not None:
