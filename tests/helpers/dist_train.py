@@ -2,7 +2,7 @@
 
     python -m torch.distributed.run --nproc_per_node 2 tests/helpers/dist_train.py MODE SPEC.json
 
-MODE: ddp (what accelerate does on CPU by itself: gloo data parallel), fsdp2, zero3. SPEC: {"model", "targets",
+MODE: ddp (what accelerate does on CPU by itself: gloo data parallel), fsdp2, zero3 (needs deepspeed). SPEC: {"model", "targets",
 "out", "config"}. accelerate turns FSDP and DeepSpeed on only for accelerator back-ends (CUDA, XPU, ...), never for
 a CPU process group, so for fsdp2 and zero3 this harness puts accelerate's state into that mode after it is built:
 everything after that (accelerator.prepare sharding the model with torch's fully_shard or deepspeed.initialize, the
@@ -57,6 +57,7 @@ def _force_zero3() -> None:
             plugin.set_mixed_precision("no")
             plugin.select(_from_accelerator_state=True)
             self.state.deepspeed_plugins = plugin
+            self.deepspeed_engine_wrapped = None
             self.state.distributed_type = DistributedType.DEEPSPEED
             PartialState._shared_state["distributed_type"] = DistributedType.DEEPSPEED
 
@@ -70,6 +71,11 @@ def main() -> None:
         _force_fsdp2()
     elif mode == "zero3":
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+        import deepspeed.comm.torch  # noqa: PLC0415
+
+        # DeepSpeed compiles a shared-memory all-reduce for CPU the first time (minutes, needs a C++ toolchain); it
+        # is a speed-up only, gloo's all-reduce gives the same sums.
+        deepspeed.comm.torch.build_shm_op = lambda: None
         _force_zero3()
     elif mode != "ddp":
         raise SystemExit(f"unknown mode {mode!r}: ddp, fsdp2 or zero3")
