@@ -159,6 +159,29 @@ def _loss_sum(model, group: list[int], pairs: list[EncodedPair], packing: bool, 
     return F.cross_entropy(logits.float(), targets, reduction="sum")
 
 
+def _numel(p) -> int:
+    return getattr(p, "ds_numel", None) or p.numel()
+
+
+def _configure_deepspeed(accelerator, cfg: TrainConfig) -> None:
+    """Explicit DeepSpeed batch and clipping settings (no-op without DeepSpeed).
+
+    We feed the engine our own packed micro-batches, not a DataLoader, so accelerate cannot fill an ``auto``
+    micro-batch size and rejects the config; and the engine's own accumulation counter must stay at 1 because the
+    step boundary is set per micro-batch (see the training loop). Micro-batch size 1 = one packed row (what
+    DeepSpeed uses it for is throughput accounting only). Clipping is the engine's, so it takes cfg.max_grad_norm."""
+    from accelerate.utils import DistributedType  # noqa: PLC0415
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    if ds.get("gradient_accumulation_steps", 1) not in (1, "auto"):
+        raise ValueError(f"DeepSpeed gradient_accumulation_steps={ds['gradient_accumulation_steps']}: the training "
+                         "core accumulates over its own token-budget micro-batches; set it to 1")
+    ds.update({"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
+               "train_batch_size": accelerator.num_processes, "gradient_clipping": cfg.max_grad_norm or 0.0})
+
+
 def load_records(path: str | Path) -> list[dict]:
     records = read_jsonl(path)
     for i, r in enumerate(records, 1):
@@ -183,7 +206,11 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
     if not records:
         raise ValueError("no training records")
     use_cuda = torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if use_cuda else "no", cpu=not use_cuda)
+    # step_scheduler_with_optimizer=False: accelerate otherwise advances a prepared scheduler once per process at
+    # every step (it assumes each process's DataLoader shard has 1/world of the steps); our steps are already global,
+    # so under 2 processes the cosine schedule ran twice as fast and wrapped around past its end.
+    accelerator = Accelerator(mixed_precision="bf16" if use_cuda else "no", cpu=not use_cuda,
+                              step_scheduler_with_optimizer=False)
     world, rank = accelerator.num_processes, accelerator.process_index
     set_seed(cfg.seed)
 
@@ -206,15 +233,21 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
             model = get_peft_model(model, lora)
     elif cfg.finetune != "full":
         raise ValueError(f"finetune must be 'lora' or 'full', not {cfg.finetune!r}")
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_trainable, n_total = sum(p.numel() for p in trainable), sum(p.numel() for p in model.parameters())
+    # ZeRO-3 partitions parameters at load (ds_numel is the full size); count before prepare re-wraps them.
+    n_trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    n_total = sum(_numel(p) for p in model.parameters())
 
     steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+                                  weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    _configure_deepspeed(accelerator, cfg)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # FSDP2 replaces every parameter by a sharded DTensor (and points the optimiser at the new ones): parameters
+    # collected before prepare are orphans whose .grad stays None, so clipping them measured 0 and clipped nothing.
+    trainable = [p for p in model.parameters() if p.requires_grad]
     model.train()
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
 
@@ -237,6 +270,12 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
                 # A process with fewer micro-batches runs a zero-weight one so gradient syncs still line up.
                 dummy = not group
                 sync = m == n_micro - 1
+                # The step's last micro-batch is its accumulation boundary. accelerate reads this flag: under
+                # DeepSpeed its backward() steps the engine (clip, optimiser, scheduler, zero_grad) only at the
+                # boundary, so ZeRO takes one optimiser step per step, not one per micro-batch; the optimiser
+                # wrapper steps only when it is set. (The micro-batch count varies from step to step with packing,
+                # so accelerate's fixed gradient_accumulation_steps counter cannot mark it.)
+                accelerator.sync_gradients = sync
                 ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
                 with ctx, accelerator.autocast():
                     loss_sum = _loss_sum(model, group or [step_idx[0]], pairs, cfg.packing, pad_id,
@@ -266,9 +305,13 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
     accelerator.wait_for_everyone()
 
     adapter_dir = out_dir / "adapter"
+    # Sharded models (FSDP2, ZeRO-3) hold a slice of each tensor per process: gathering the full state dict is a
+    # collective every process must join; only then does rank 0 write it (saving rank 0's own shards wrote
+    # "invalid python storage").
+    state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(adapter_dir, safe_serialization=True)
+        unwrapped.save_pretrained(adapter_dir, state_dict=state_dict, safe_serialization=True)
         if cfg.finetune == "full":
             tok.save_pretrained(adapter_dir)
     train_log = {

@@ -476,7 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's)")
     sp.add_argument("--executor", choices=["local", "ray"], default="local",
                     help="local: one cell after another in this process; ray: cells as Ray tasks (one GPU each "
-                         "when the cluster has GPUs)")
+                         "when the cluster has GPUs; a dead worker is retried twice, a failed cell does not stop "
+                         "the others)")
     sp.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
     sp.add_argument("--ray-num-cpus", type=int, help="CPUs of a local Ray instance")
     sp.add_argument("--dry-run", action="store_true", help="print the plan and each cell's state, run nothing")

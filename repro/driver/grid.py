@@ -184,15 +184,22 @@ def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress) -> 
             progress.finish(cell, computed=True, error=f"{type(e).__name__}: {e}")
 
 
-def _ray_cell(recipe_dict: dict, recipe_source: str, cell: Cell, data_dir: str | None, work_root: str,
-              results_root: str, threads: int | None = None) -> tuple[Cell, str | None]:
+def _ray_runner(recipe_dict: dict, recipe_source: str, data_dir: str | None, work_root: str, results_root: str,
+                threads: int | None) -> CellRunner:
     from repro.driver.recipes import Recipe  # noqa: PLC0415
     from repro.runtime.threads import pin_threads  # noqa: PLC0415
 
     pin_threads(threads)    # the driver's count, not the one Ray derives from the task's num_cpus
     recipe = Recipe(source=recipe_source, **recipe_dict)
-    runner = CellRunner(recipe, data_dir=Path(data_dir) if data_dir else None, work_root=Path(work_root),
-                        results_root=Path(results_root), progress=False)
+    return CellRunner(recipe, data_dir=Path(data_dir) if data_dir else None, work_root=Path(work_root),
+                      results_root=Path(results_root), progress=False)
+
+
+def _ray_cell(recipe_dict: dict, recipe_source: str, cell: Cell, data_dir: str | None, work_root: str,
+              results_root: str, threads: int | None = None) -> tuple[Cell, str | None]:
+    """One whole cell in a Ray worker. A Python error comes back as text (the cell failed, the worker lives); a
+    dead worker (segfault, OOM kill, lost node) is Ray's to retry, and every stage resumes from its artefacts."""
+    runner = _ray_runner(recipe_dict, recipe_source, data_dir, work_root, results_root, threads)
     try:
         runner.run(cell)
         return cell, None
@@ -200,35 +207,145 @@ def _ray_cell(recipe_dict: dict, recipe_source: str, cell: Cell, data_dir: str |
         return cell, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
 
 
+def _ray_targets(recipe_dict: dict, recipe_source: str, cells: list[Cell], data_dir: str | None, work_root: str,
+                 results_root: str, threads: int | None = None) -> dict[str, str | None]:
+    """The targets of every trained method of one task, one method after another in one worker: SSR, S3FT and
+    SDFT ask the base model for the same answers (and paraphrases) of the same training prompts, so run side by
+    side they would each generate them; in sequence the first fills the generation cache and the others read it.
+    Returns {method: error text or None}."""
+    runner = _ray_runner(recipe_dict, recipe_source, data_dir, work_root, results_root, threads)
+    errors: dict[str, str | None] = {}
+    for cell in cells:
+        try:
+            runner.build_targets(cell)
+            errors[cell.method] = None
+        except Exception as e:
+            errors[cell.method] = f"targets: {type(e).__name__}: {e}\n{traceback.format_exc()}"
+    return errors
+
+
+# Variables a Ray worker needs to see what the driver sees: the model/generation cache, the data directory, the
+# sandbox policy, thread counts, and the Hugging Face token and cache (Mistral is gated; offline flags).
+FORWARDED_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE",
+                 "HF_DATASETS_OFFLINE", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def ray_runtime_env(data_dir: Path | None, threads: int | None) -> dict:
+    """The task-level runtime_env: the driver's S3FT_* and Hugging Face variables, with the cache and data
+    directories made absolute (a worker's working directory is not the driver's). On a cluster these paths, like
+    the work and results folders, must name a filesystem every node mounts."""
+    from repro.runtime.models import CACHE_ENV, cache_root  # noqa: PLC0415
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("S3FT_") or k in FORWARDED_ENV}
+    env[CACHE_ENV] = str(cache_root().resolve())
+    if data_dir is not None:
+        env["S3FT_DATA_DIR"] = str(Path(data_dir).resolve())
+    if threads:
+        env.update({v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "S3FT_THREADS")})
+    return {"env_vars": env}
+
+
 def run_ray(runner: CellRunner, cells: Sequence[Cell], progress: Progress, *, address: str | None = None,
-            num_cpus: int | None = None, threads: int | None = None) -> None:
-    """Cells as Ray tasks, each declaring one GPU when the cluster has GPUs. Base cells run first (they fill
-    shared caches); then every other cell is submitted at once and the cluster schedules them."""
+            num_cpus: int | None = None, threads: int | None = None, max_retries: int = 2) -> None:
+    """Cells as Ray tasks, each declaring one GPU when the cluster has GPUs.
+
+    Order: one base cell first (it fills the caches every other cell reads: the base model's test answers on every
+    task and its benchmark scores), then the other base cells; meanwhile one targets task per task builds the
+    targets of all its trained methods in sequence (shared base generations, made once). A task's trained cells
+    start once every base cell is finished and its targets exist, and the cluster schedules them.
+
+    A worker that dies is retried `max_retries` times (the cell resumes from its artefacts); a cell that still
+    fails, by a Python error or a dead worker, is reported failed while the others run on."""
     import ray  # noqa: PLC0415
+    from ray.exceptions import RayError  # noqa: PLC0415
+
+    from methods.registry import get_method  # noqa: PLC0415
 
     if not ray.is_initialized():
-        env = {v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "S3FT_THREADS")} if threads else {}
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus, include_dashboard=False,
-                 log_to_driver=False, runtime_env={"env_vars": env} if env else None)
+                 log_to_driver=False)
     gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
-    remote = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=0)(_ray_cell)
-    args = (runner.recipe.to_dict(), runner.recipe.source, str(runner.data_dir) if runner.data_dir else None,
-            str(runner.work.parent), str(runner.results.parent))
+    options = {"num_gpus": gpus, "num_cpus": 1, "max_retries": max_retries,
+               "runtime_env": ray_runtime_env(runner.data_dir, threads)}
+    cell_task = ray.remote(_ray_cell).options(**options)
+    targets_task = ray.remote(_ray_targets).options(**options)
+    # Absolute paths: a worker (on this node or another) does not share the driver's working directory.
+    args = (runner.recipe.to_dict(), runner.recipe.source)
+    paths = (str(Path(runner.data_dir).resolve()) if runner.data_dir else None, str(runner.work.parent.resolve()),
+             str(runner.results.parent.resolve()))
+
     todo = []
     for cell in cells:
         if runner.state(cell) == "done":
             progress.finish(cell, computed=False)
         else:
             todo.append(cell)
-    for wave in ([c for c in todo if c.method == "base"], [c for c in todo if c.method != "base"]):
-        pending = {}
-        for cell in wave:
-            progress.stage(cell, "queued on ray")
-            pending[remote.remote(args[0], args[1], cell, *args[2:], threads)] = cell
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            cell, error = ray.get(ready[0])
-            pending.pop(ready[0])
+    base_queue = [c for c in todo if c.method == "base"]
+    trained: dict[str, list[Cell]] = {}
+    for c in todo:
+        if c.method != "base":
+            trained.setdefault(c.task, []).append(c)
+    # The shared prerequisite of a task: targets of each of its trained methods that has none yet.
+    need_targets: dict[str, list[Cell]] = {}
+    for task, task_cells in trained.items():
+        firsts = {c.method: c for c in reversed(task_cells)}      # the first cell of each method
+        need = [firsts[m] for m in dict.fromkeys(c.method for c in task_cells)
+                if get_method(m).TRAINS and runner.state(firsts[m]) == "todo"]
+        if need:
+            need_targets[task] = need
+    targets_error: dict[tuple[str, str], str] = {}
+    pending: dict = {}          # ObjectRef -> ("cell", cell) | ("targets", task)
+
+    def submit_cell(cell: Cell) -> None:
+        progress.stage(cell, "queued on ray")
+        pending[cell_task.remote(*args, cell, *paths, threads)] = ("cell", cell)
+
+    def release_trained(task: str) -> None:
+        for cell in trained.pop(task, []):
+            err = targets_error.get((task, cell.method))
+            if err:
+                progress.finish(cell, computed=True, error=err.splitlines()[0])
+            else:
+                submit_cell(cell)
+
+    def release_ready() -> None:
+        base_busy = base_queue or any(k == "cell" and c.method == "base" for k, c in pending.values())
+        if not base_busy:
+            for task in [t for t in trained if not need_targets.get(t)]:
+                release_trained(task)
+
+    if base_queue:
+        submit_cell(base_queue.pop(0))
+    for task, need in need_targets.items():
+        for cell in need:
+            progress.stage(cell, "targets (shared) on ray")
+        pending[targets_task.remote(*args, need, *paths, threads)] = ("targets", task)
+    release_ready()             # nothing to wait for when no base cell and no targets are due
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        kind, what = pending.pop(ready[0])
+        try:
+            value = ray.get(ready[0])
+            crashed = None
+        except RayError as e:       # the worker died on every attempt (or the task was lost): this one fails
+            value, crashed = None, f"{type(e).__name__}: {e}"
+        if kind == "cell":
+            error = crashed or value[1]
             if error:
-                log.error("cell %s failed on ray:\n%s", cell.label, error)
-            progress.finish(cell, computed=True, error=error.splitlines()[0] if error else None)
+                log.error("cell %s failed on ray:\n%s", what.label, error)
+            progress.finish(what, computed=True, error=error.splitlines()[0] if error else None)
+            if what.method == "base" and base_queue:
+                for cell in base_queue:     # the first base cell filled the shared caches: the rest in parallel
+                    submit_cell(cell)
+                base_queue = []
+        else:
+            task = what
+            for cell in need_targets[task]:
+                error = crashed or value.get(cell.method)
+                if error:
+                    log.error("targets of %s/%s failed on ray:\n%s", task, cell.method, error)
+                    targets_error[(task, cell.method)] = error if error.startswith("targets") else f"targets: {error}"
+                else:
+                    progress.stage(cell, "targets done, waiting for the base cells")
+            need_targets[task] = []
+        release_ready()
