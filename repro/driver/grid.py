@@ -290,7 +290,7 @@ def run_ray(runner: CellRunner, cells: Sequence[Cell], progress: Progress, *, ad
     for task, task_cells in trained.items():
         firsts = {c.method: c for c in reversed(task_cells)}      # the first cell of each method
         need = [firsts[m] for m in dict.fromkeys(c.method for c in task_cells)
-                if get_method(m).TRAINS and runner.state(firsts[m]) == "todo"]
+                if get_method(m).trains and runner.state(firsts[m]) == "todo"]
         if need:
             need_targets[task] = need
     targets_error: dict[tuple[str, str], str] = {}
