@@ -20,8 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-# run_summary: repro/__main__.py imports it from here until it calls repro.report.run_summary itself
-from repro.report import render_results, run_summary  # noqa: F401
+from repro.report import render_results
 
 REPO = Path(__file__).resolve().parent
 

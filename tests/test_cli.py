@@ -1,6 +1,7 @@
 """The build and eval verbs as users run them: a killed build resumes, eval writes a valid result file."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -82,6 +83,21 @@ def test_runs_write_under_the_work_dir_by_default(tmp_path, data_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert str(tmp_path / "w" / "smoke" / "gsm8k" / "base" / "seed0") in proc.stdout
     assert str(REPO / "results") not in proc.stdout
+
+
+def test_a_second_driver_of_the_same_preset_is_refused(tmp_path, data_dir):
+    """Two drivers of one preset would write the same files: while one holds the preset's driver lock, another
+    `run` exits 2 naming the folder, and touches nothing (no run log, no result)."""
+    work = tmp_path / "w"
+    lock = work / "smoke" / ".driver.lock"
+    lock.parent.mkdir(parents=True)
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = run_repro("run", "--preset", "smoke", "--tasks", "squad", "--methods", "base", "--quiet",
+                         "--data-dir", str(data_dir), "--work-dir", str(work))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"another `repro run` of preset smoke is using {work / 'smoke'}" in proc.stderr
+    assert not (work / "smoke" / "run.log").exists() and not list(work.rglob("result.json"))
 
 
 def test_code_judging_refuses_to_start_without_a_sandbox_unless_opted_in(tmp_path, data_dir):

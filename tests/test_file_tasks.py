@@ -298,7 +298,7 @@ def test_export_formats_keep_ids_sources_and_turns():
 
 
 def test_triviaqa_s3ft_targets_from_its_yaml_on_the_tiny_model(tmp_path, data_dir, capfd):
-    from repro.__main__ import main  # noqa: PLC0415
+    from repro.cli import main  # noqa: PLC0415
 
     assert main(["build", "--task", str(EXAMPLES / "triviaqa.yaml"), "--method", "s3ft", "--model", "tiny",
                  "--limit", "3", "--max-new-tokens", "8", "--paraphrase-max-new-tokens", "8", "--data-dir",
@@ -323,7 +323,7 @@ def test_compare_and_export_of_a_yaml_task_end_to_end(tmp_path, data_dir, capfd)
     `datasets` and renders through a chat template."""
     import datasets  # noqa: PLC0415
 
-    from repro.__main__ import main  # noqa: PLC0415  (in-process: one interpreter start-up for every command)
+    from repro.cli import main  # noqa: PLC0415  (in-process: one interpreter start-up for every command)
     from repro.runtime.models import load_tokenizer  # noqa: PLC0415
 
     work, res = tmp_path / "runs", tmp_path / "results"

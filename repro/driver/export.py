@@ -14,10 +14,14 @@ Formats (one JSON object per line; every row keeps its example id and target sou
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from repro.runtime.store import atomic_write_jsonl
+
+if TYPE_CHECKING:
+    from repro.driver.cell import Cell, CellRunner
 
 FORMATS = ("messages", "prompt_completion", "alpaca", "sharegpt")
 _SHAREGPT_ROLE = {"system": "system", "user": "human", "assistant": "gpt"}
@@ -62,6 +66,22 @@ def export_targets(targets_jsonl: Path, fmt: str, out: Path, extra: dict | None 
     rows = [to_row(rec, fmt, extra) for rec in _read(targets_jsonl)]
     atomic_write_jsonl(out, rows)
     return len(rows)
+
+
+def export_cell_targets(runner: CellRunner, cell: Cell, formats: Sequence[str],
+                        folder: Path | None = None) -> list[tuple[str, int, Path]]:
+    """Export a built cell's targets in each of `formats` (``all``: every format) as
+    ``<folder>/<task>.<method>.<format>.jsonl`` (default folder: the targets folder); returns (format, rows, path)
+    of each file. Each row's metadata names the task, method, model and task template version."""
+    targets = runner.paths(cell)["targets"]
+    folder = folder or targets
+    meta = {"task": cell.task, "method": cell.method, "model": runner.recipe.model,
+            "template_version": runner.task(cell.task).template_version}
+    written = []
+    for fmt in (FORMATS if "all" in formats else formats):
+        path = folder / f"{cell.task}.{cell.method}.{fmt}.jsonl"
+        written.append((fmt, export_targets(targets / "targets.jsonl", fmt, path, meta), path))
+    return written
 
 
 def _read(path: Path) -> Iterable[dict]:

@@ -6,6 +6,7 @@ same command after a kill (SIGKILL included) completes the grid with the results
 """
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from repro.driver.cell import Cell, CellRunner
 from repro.driver.recipes import Recipe
+from repro.runtime.runlog import output_to_log
 from repro.runtime.store import atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -349,3 +351,37 @@ def run_ray(runner: CellRunner, cells: Sequence[Cell], progress: Progress, *, ad
                     progress.stage(cell, "targets done, waiting for the base cells")
             need_targets[task] = []
         release_ready()
+
+
+class DriverBusy(RuntimeError):
+    """Another driver process holds the preset's work folder."""
+
+
+def run_grid(runner: CellRunner, cells: Sequence[Cell], log_path: Path, *, executor: str = "local",
+             ray_address: str | None = None, ray_num_cpus: int | None = None, threads: int | None = None,
+             quiet: bool = False) -> Progress:
+    """Run `cells` with the local or the Ray executor and return the finished Progress (done and failed cells).
+
+    Holds the preset's driver lock for the whole run: two drivers of one preset would write the same files, and
+    only the lock holder may clean up temporaries a killed run left. Library output goes to `log_path`; the
+    terminal shows the progress line."""
+    lock = runner.work / ".driver.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DriverBusy(f"another `repro run` of preset {runner.recipe.name} is using {runner.work}") from None
+        runner.clean_interrupted_writes()
+        with output_to_log(log_path) as terminal:
+            progress = Progress(cells, status_path=runner.work / "progress.json", stream=terminal,
+                                live=terminal.isatty(), quiet=quiet)
+            try:
+                progress.update()
+                if executor == "ray":
+                    run_ray(runner, cells, progress, address=ray_address, num_cpus=ray_num_cpus, threads=threads)
+                else:
+                    run_local(runner, cells, progress)
+            finally:
+                progress.close()
+    return progress

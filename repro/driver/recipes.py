@@ -176,3 +176,32 @@ def headline_metric(task_settings: dict | None) -> str:
 
 def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def adhoc_recipe(model: str | None, *, tasks: dict, benchmarks: dict | None = None, methods=("base",),
+                 backend: str = "auto", batch_size: int = 16, forgetting_prompts: int = 32,
+                 preset: str | None = None, overrides: list[str] | None = None) -> Recipe:
+    """The recipe of a one-off command (`build`, `eval`): a preset's (with `model` replacing its model when given),
+    else one named ``adhoc`` with the given tasks, methods and benchmarks, seed 0 and default training."""
+    if preset:
+        base = load_recipe(preset, overrides)
+        if model:
+            base.model = model
+        return base
+    return Recipe(name="adhoc", model=model, tasks=tasks, methods=list(methods), seeds=[0], train={},
+                  generation={"backend": backend, "batch_size": batch_size},
+                  evaluation={"benchmarks": benchmarks or {}, "cross_task": True,
+                              "forgetting_prompts": forgetting_prompts},
+                  source="command line")
+
+
+def train_options(config: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Training options of the `train` verb: a YAML file (a recipe's ``train:`` section, or the file itself when it
+    has none), then ``key=value`` overrides (a ``train.`` prefix allowed, as in a recipe override)."""
+    options: dict[str, Any] = {}
+    if config:
+        doc = yaml.safe_load(Path(config).read_text())
+        options.update(doc.get("train", doc))
+    for key, value in parse_overrides(overrides):
+        options[key.removeprefix("train.")] = value
+    return options

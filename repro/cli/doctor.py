@@ -2,20 +2,38 @@
 The same lines open every `python -m repro run`, so a log says what it ran on."""
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
+from evals.data import CHECKSUM_FILE, _expected_checksums, file_sha256
+from evals.judges import sandbox
+from repro.cli import options
+from repro.runtime.models import OFFLINE, cache_root
+
+
+def add_parser(sub) -> None:
+    sp = sub.add_parser("doctor", help="the code sandbox, data, models and device this machine gives a run",
+                        description=(
+        "Print the isolation mode MBPP's generated code would run under (or why it would be refused), the data "
+        "directory and whether its files match SHA256SUMS, the cached models, and the device. Every `run` "
+        "starts with the same lines."))
+    options.add_data_dir(sp)
+    sp.add_argument("--allow-unsandboxed-code", action="store_true", help="as for run")
+    sp.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    print("\n".join(lines(options.data_dir(args))))
+    return 0
+
 
 def sandbox_line() -> str:
-    from evals.judges import sandbox  # noqa: PLC0415
-
     return sandbox.describe()
 
 
 def data_line(data_dir: Path | None) -> str:
     """The data directory and whether every file its SHA256SUMS lists is present and intact."""
-    from evals.data import CHECKSUM_FILE, _expected_checksums, file_sha256  # noqa: PLC0415
-
     if data_dir is None:
         return "none given (--data-dir / $S3FT_DATA_DIR): datasets come from the hub (needs network)"
     expected = _expected_checksums(data_dir)
@@ -32,8 +50,6 @@ def data_line(data_dir: Path | None) -> str:
 
 
 def models_line() -> str:
-    from repro.runtime.models import OFFLINE, cache_root  # noqa: PLC0415
-
     parts = []
     for name in OFFLINE:
         cached = (cache_root() / "models" / name / "DONE.json").is_file()
@@ -42,7 +58,7 @@ def models_line() -> str:
 
 
 def device_line() -> str:
-    import torch  # noqa: PLC0415
+    import torch  # noqa: PLC0415  (heavy: only when the lines are printed, never for --help)
 
     if torch.cuda.is_available():
         return (f"cuda: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)} (torch {torch.__version__}, "

@@ -1,0 +1,41 @@
+"""Options several verbs share, and the folders they default to."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from evals.data import resolve_data_dir
+
+DEFAULT_WORK = "runs"      # ignored by git: a user's runs never mix with the committed results/
+COMMITTED_RESULTS = "results"
+
+
+def add_data_dir(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="benchmark data directory (default: $S3FT_DATA_DIR; neither: the dataset hub)")
+
+
+def add_common(sp: argparse.ArgumentParser) -> None:
+    """--data-dir, --work-dir, --results-dir, --quiet and --allow-unsandboxed-code."""
+    add_data_dir(sp)
+    sp.add_argument("--work-dir", default=DEFAULT_WORK,
+                    help=f"working folder for targets, adapters, caches and the run log (default: "
+                         f"{DEFAULT_WORK}/, ignored by git)")
+    sp.add_argument("--results-dir", default=None,
+                    help=f"where result files go (default: the --work-dir, i.e. {DEFAULT_WORK}/<preset>/...); "
+                         f"--results-dir {COMMITTED_RESULTS} writes where committed results live, for "
+                         "committing them")
+    sp.add_argument("--quiet", action="store_true", help="no progress display")
+    sp.add_argument("--allow-unsandboxed-code", action="store_true",
+                    help="run MBPP's generated code even where no sandbox can keep it away from your files "
+                         "(no bubblewrap, not root, no user namespaces); it can then change or delete "
+                         "anything your user can. Same as S3FT_ALLOW_UNSANDBOXED_CODE=1")
+
+
+def data_dir(args: argparse.Namespace) -> Path | None:
+    return resolve_data_dir(args.data_dir)
+
+
+def results_root(args: argparse.Namespace) -> Path:
+    """--results-dir, else the work folder: results land in runs/<preset>/... unless asked for results/."""
+    return Path(args.results_dir or args.work_dir)

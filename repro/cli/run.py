@@ -1,0 +1,89 @@
+"""`python -m repro run`: the task x method x seed grid of a preset (resumable; --dry-run prints the plan)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from repro.cli import options
+from repro.cli.doctor import lines
+from repro.driver.cell import CellRunner
+from repro.driver.grid import DriverBusy, dry_run, plan, run_grid
+from repro.driver.judging import require_sandbox
+from repro.driver.recipes import load_recipe
+from repro.report import run_summary
+from repro.runtime.runlog import tail
+from repro.runtime.threads import pin_threads
+
+
+def add_parser(sub) -> None:
+    sp = sub.add_parser("run", help="run a preset's grid (resumable)", description=(
+        "Run every (task, method, seed) cell of a preset: build targets -> train -> evaluate -> write the cell's "
+        "result. Rerun the same command after an interruption: finished work is skipped. Extra key=value "
+        "arguments override recipe keys (e.g. train.epochs=1 tasks.squad.train=32). Starts with the `doctor` "
+        "lines; shows one progress line (cells, current stage, ETA) while library output and detail go to "
+        "<work-dir>/<preset>/run.log; ends with the comparison tables (repro.report.run_summary). Results go to "
+        "<work-dir>/<preset>/... (runs/, ignored by git) unless --results-dir says otherwise."))
+    sp.add_argument("--preset", required=True, help="preset name (python -m repro ls presets) or a recipe YAML")
+    sp.add_argument("--tasks", nargs="+", help="subset of the preset's tasks")
+    sp.add_argument("--methods", nargs="+", help="subset of methods")
+    sp.add_argument("--seeds", nargs="+", type=int, help="seeds (default: the preset's)")
+    sp.add_argument("--executor", choices=["local", "ray"], default="local",
+                    help="local: one cell after another in this process; ray: cells as Ray tasks (one GPU each "
+                         "when the cluster has GPUs; a dead worker is retried twice, a failed cell does not stop "
+                         "the others)")
+    sp.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
+    sp.add_argument("--ray-num-cpus", type=int, help="CPUs of a local Ray instance")
+    sp.add_argument("--dry-run", action="store_true", help="print the plan and each cell's state, run nothing")
+    sp.add_argument("--threads", type=int, help="torch threads, pinned for the run and every worker it starts "
+                                                 "(default: $S3FT_THREADS, else torch's default here)")
+    sp.add_argument("--no-table", action="store_true", help="do not print the comparison tables at the end")
+    sp.add_argument("overrides", nargs="*", help="recipe overrides key=value")
+    options.add_common(sp)
+    sp.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = load_recipe(args.preset, args.overrides)
+    data_dir = options.data_dir(args)
+    runner = CellRunner(recipe, data_dir=data_dir, work_root=Path(args.work_dir),
+                        results_root=options.results_root(args), progress=False)
+    cells = plan(recipe, args.tasks, args.methods, args.seeds)
+    if args.dry_run:
+        print(f"preset {recipe.name} ({recipe.source}): model {recipe.model}")
+        dry_run(runner, cells)
+        return 0
+    threads = pin_threads(args.threads)
+    say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
+    for line in lines(data_dir):
+        say(line)
+    require_sandbox({c.task for c in cells}, recipe.tasks)    # before any work: a refused sandbox must not cost an hour
+    log_path = runner.work / "run.log"
+    say(f"run:     preset {recipe.name} ({recipe.model}), {len(cells)} cells, {threads} threads; results -> "
+        f"{runner.results}, detail -> {log_path}")
+    try:
+        progress = run_grid(runner, cells, log_path, executor=args.executor, ray_address=args.ray_address,
+                            ray_num_cpus=args.ray_num_cpus, threads=threads, quiet=args.quiet)
+    except DriverBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"done: {len(progress.done)}/{len(cells)} cells in {_elapsed(progress.t0)}; results in {runner.results}; "
+          f"log {log_path}", file=sys.stderr)
+    for cell, err in progress.failed.items():
+        print(f"FAILED {cell.label}: {err}", file=sys.stderr)
+    if progress.failed:
+        print(f"--- last lines of {log_path}:\n{tail(log_path)}", file=sys.stderr)
+        return 1
+    if not args.no_table:
+        summary = run_summary(runner.results.parent, recipe.name)
+        if summary:
+            print(summary)
+            print(f"\n(all tables and figures: python paper_tables.py --results {runner.results.parent} "
+                  f"--preset {recipe.name})")
+    return 0
+
+
+def _elapsed(t0: float) -> str:
+    s = int(time.time() - t0)
+    return f"{s // 60} min {s % 60:02d} s"
