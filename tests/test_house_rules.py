@@ -1,0 +1,63 @@
+"""House rules that a reviewer would otherwise have to remember: imports at the top of a module except for heavy
+optional libraries, and a command line that starts without them."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("repro", "evals", "methods")
+
+#: Libraries whose import costs seconds or needs an optional extra: the only ones a function may import, so that
+#: `python -m repro ls` or `validate` never loads them. `evals.lm_backend` subclasses lm-eval's classes at module
+#: level, so importing it is importing lm-eval.
+HEAVY = {"torch", "transformers", "peft", "accelerate", "lm_eval", "vllm", "ray", "deepspeed", "datasets",
+         "matplotlib", "huggingface_hub", "tokenizers"}
+HEAVY_PROJECT = {"evals.lm_backend"}
+MAX_FUNCTION_LEVEL_IMPORTS = 40
+
+
+def _function_level_imports() -> list[tuple[str, int, str]]:
+    found = []
+    files = [p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")] + [REPO / "paper_tables.py"]
+    for path in files:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        top = set(map(id, tree.body))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+                if isinstance(node, ast.ImportFrom) and node.level:
+                    name = "." * node.level + (node.module or "")
+                elif isinstance(node, ast.ImportFrom):
+                    name = node.module or ""
+                else:
+                    name = node.names[0].name
+                found.append((str(path.relative_to(REPO)), node.lineno, name))
+    return found
+
+
+def _is_type_checking_only(path: str, lineno: int) -> bool:
+    tree = ast.parse((REPO / path).read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            if any(getattr(n, "lineno", -1) == lineno for b in node.body for n in ast.walk(b)):
+                return True
+    return False
+
+
+def test_function_level_imports_are_only_heavy_libraries():
+    imports = [(p, n, m) for p, n, m in _function_level_imports() if not _is_type_checking_only(p, n)]
+    light = [f"{p}:{n} imports {m}" for p, n, m in imports
+             if m.split(".")[0] not in HEAVY and not any(m == h or m.startswith(h + ".") for h in HEAVY_PROJECT)]
+    assert not light, "import these at the top of the module (only heavy optional libraries may wait):\n" + \
+        "\n".join(light)
+    assert len(imports) < MAX_FUNCTION_LEVEL_IMPORTS, f"{len(imports)} function-level imports"
+
+
+def test_command_line_starts_without_heavy_libraries():
+    code = ("import sys, runpy; sys.argv = ['repro', 'ls', 'methods']\n"
+            "try:\n    runpy.run_module('repro', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            f"print(sorted(m for m in {sorted(HEAVY)!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
