@@ -263,13 +263,17 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
     if score and items:
         t0 = time.perf_counter()
         gen = ctx.generator
-        model = getattr(gen, "model", None)
-        if model is None:                   # a vLLM generator has no HF model to score with
-            from repro.runtime import models  # noqa: PLC0415
+        from repro.runtime.generate import hf_stage  # noqa: PLC0415
 
-            model, _ = models.load(gen.model_name)
-        scores = score_responses(model, gen.tokenizer, items, cache=ctx.cache, identity=gen.identity,
-                                 progress=ctx.progress)
+        with hf_stage():                    # a vLLM engine sleeps while HF scores
+            model = getattr(gen, "model", None)
+            if model is None:               # a vLLM generator has no HF model to score with
+                from repro.runtime import models  # noqa: PLC0415
+
+                model, _ = models.load(gen.model_name)
+            scores = score_responses(model, gen.tokenizer, items, cache=ctx.cache, identity=gen.identity,
+                                     progress=ctx.progress)
+            del model                       # gone before the stage hands its memory back
         logps = {w: s.to_dict() for w, s in zip(where, scores)}
         ctx.seconds["score"] += time.perf_counter() - t0
     candidates = []

@@ -22,7 +22,7 @@ from typing import Any
 from evals.tasks import get_task
 from evals.tasks.base import Split, Task
 from repro.runtime.cache import GenerationCache
-from repro.runtime.generate import DecodingParams, Generator, make_generator
+from repro.runtime.generate import DecodingParams, Generator, hf_stage, make_generator, vllm_available
 from repro.driver.recipes import Recipe, config_hash, headline_benchmarks, headline_metric
 from repro.runtime.store import (atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl,
                          remove_stale_temporaries)
@@ -80,9 +80,9 @@ class CellRunner:
                 # The paper's judge is the base model itself (the default); `judge_model` names another one.
                 judge_model = settings.get("judge_model")
                 if judge_model and judge_model != self.recipe.model:
-                    g = self.gen_settings
-                    judge_gen = make_generator(judge_model, None, backend=g["backend"], cache=self.cache,
-                                               batch_size=g["batch_size"])
+                    # vLLM runs one engine per process (the recipe's model): another judge model generates on HF
+                    judge_gen = self.make_generator(judge_model, None, backend="hf" if self.backend == "vllm"
+                                                    else None)
                 else:
                     judge_gen = self.base_generator()
                 t.use_llm_judge(LLMJudge(judge_gen))
@@ -108,12 +108,36 @@ class CellRunner:
                                                               task.paraphrase_max_new_tokens), stop=task.stop)
         return DecodingParams(max_new_tokens=settings.get("max_new_tokens", task.max_new_tokens), stop=task.stop)
 
+    @property
+    def backend(self) -> str:
+        """The generation backend the recipe's setting resolves to here ("auto": vLLM with a GPU, else HF)."""
+        b = self.gen_settings["backend"]
+        return ("vllm" if vllm_available() else "hf") if b == "auto" else b
+
+    def make_generator(self, model: str, adapter: Path | None, *, backend: str | None = None) -> Generator:
+        """A generator for `model` (+ `adapter`) under the recipe's generation settings. With vLLM every adapter
+        of the run is a LoRA request on the process's one engine (repro.runtime.generate.VLLMEngine)."""
+        g = self.gen_settings
+        return make_generator(model, adapter, backend=backend or self.backend, cache=self.cache,
+                              batch_size=g["batch_size"], engine=g.get("vllm"))
+
     def base_generator(self) -> Generator:
         if self._base is None:
-            g = self.gen_settings
-            self._base = make_generator(self.recipe.model, None, backend=g["backend"], cache=self.cache,
-                                        batch_size=g["batch_size"])
+            self._base = self.make_generator(self.recipe.model, None)
         return self._base
+
+    def base_scoring_model(self) -> Any:
+        """The base model as an HF model, for log-likelihood work (base benchmarks, forgetting): the HF base
+        generator's own model, else (vLLM keeps its weights where torch cannot score with them) the base
+        checkpoint loaded. Never a tuned model: base scores come from the base model or from nowhere."""
+        model = getattr(self.base_generator(), "model", None)
+        if model is None:
+            from repro.runtime import models  # noqa: PLC0415
+
+            model, _ = models.load(self.recipe.model)
+        if hasattr(model, "disable_adapter"):       # a PeftModel: a tuned model, whatever its generator says
+            raise RuntimeError(f"the base scoring model of {self.recipe.model!r} carries an adapter")
+        return model
 
     def task_settings_hash(self, name: str) -> str:
         t = self.task(name)
@@ -126,8 +150,10 @@ class CellRunner:
     def targets_hash(self, cell: Cell) -> str:
         from methods.targets import check_versions  # noqa: PLC0415
 
+        # vLLM engine sizing (generation.vllm) decides where memory goes, not what is generated: kept out
+        generation = {k: v for k, v in self.gen_settings.items() if k != "vllm"}
         return config_hash({"model": self.recipe.model, "task": self.task_settings_hash(cell.task),
-                            "method": cell.method, "generation": self.gen_settings,
+                            "method": cell.method, "generation": generation,
                             "checks": check_versions(self.task(cell.task))})
 
     def train_config(self, cell: Cell):
@@ -213,16 +239,18 @@ class CellRunner:
                 atomic_write_json(log_path, train_log)
                 return train_log, None
             self.on_stage(cell, "train")
-            train_log = train(self.recipe.model, records, self.train_config(cell), p["train"],
-                              progress=self.progress, extra={"config_hash": h})
+            with hf_stage():                          # a vLLM engine sleeps while training has the GPU
+                train_log = train(self.recipe.model, records, self.train_config(cell), p["train"],
+                                  progress=self.progress, extra={"config_hash": h})
             train_log["adapter_sha256"] = _adapter_sha(p["train"] / "adapter")
             atomic_write_json(log_path, train_log)
         if train_log.get("skipped"):
             return train_log, None
         return train_log, p["train"] / "adapter"
 
-    def benchmarks(self, generator: Generator, hf_model: Any) -> dict | None:
-        """Generalization scores through lm-eval, cached per (model, adapter, benchmark settings)."""
+    def benchmarks(self, generator: Generator, hf_model: Callable[[], Any]) -> dict | None:
+        """Generalization scores through lm-eval, cached per (model, adapter, benchmark settings). `hf_model`
+        returns the HF model that `generator` generates with; it is called only when the cache misses."""
         ev = self.recipe.evaluation
         if not ev.get("benchmarks"):
             return None
@@ -242,7 +270,7 @@ class CellRunner:
         path = self.bench_cache / f"{key}.json"
         if path.is_file():
             return read_json(path)
-        out = evaluate_benchmarks(hf_model, generator.tokenizer, specs, data_dir=self.data_dir,
+        out = evaluate_benchmarks(hf_model(), generator.tokenizer, specs, data_dir=self.data_dir,
                                   seed=settings["seed"], batch_size=settings["batch_size"],
                                   chat_template=settings["chat_template"], kl_texts=settings["kl_texts"],
                                   backend=backend)
@@ -250,49 +278,70 @@ class CellRunner:
         return out
 
     def evaluate(self, cell: Cell, adapter: Path | None) -> dict:
+        """Generation first (in-domain tasks, the base answers the forgetting signal compares against), then
+        every log-likelihood measure in one HF stage (a vLLM engine sleeps through it)."""
         from evals.indomain import evaluate_task  # noqa: PLC0415
 
         self.on_stage(cell, "evaluate")
-        g = self.gen_settings
         base = self.base_generator()
-        tuned = base if adapter is None else make_generator(self.recipe.model, adapter, backend=g["backend"],
-                                                            cache=self.cache, batch_size=g["batch_size"])
+        tuned = base if adapter is None else self.make_generator(self.recipe.model, adapter)
         seconds: dict[str, float] = {}
         names = self.eval_tasks(cell)
         t0 = time.perf_counter()
         scores = {n: evaluate_task(self.task(n), self.examples(n, "test"), tuned, self.decoding(n, "predict"),
                                    cache=self.cache, progress=self.progress) for n in names}
         seconds["eval_tasks"] = time.perf_counter() - t0
-
-        hf_tuned = getattr(tuned, "model", None)
-        if hf_tuned is None:                         # vLLM generated; log-likelihood work needs an HF model
-            from repro.runtime import models  # noqa: PLC0415
-
-            hf_tuned, _ = models.load(self.recipe.model, adapter=adapter)
         for n in names:
             scores[n]["headline_metric"] = headline_metric(self.recipe.tasks.get(n))
-        if self.recipe.evaluation.get("benchmarks"):
-            self.on_stage(cell, "benchmarks")
-        t0 = time.perf_counter()
-        general = self.benchmarks(tuned, hf_tuned)
-        seconds["eval_general"] = time.perf_counter() - t0
-        base_general = None
-        if general is not None and adapter is not None:
-            t0 = time.perf_counter()
-            base_general = self.benchmarks(base, getattr(base, "model", None) or hf_tuned)
-            seconds["eval_general_base"] = time.perf_counter() - t0
-        forgetting = None
         if adapter is not None:
-            self.on_stage(cell, "forgetting")
             t0 = time.perf_counter()
-            forgetting = self._forgetting(cell, hf_tuned, tuned.tokenizer)
-            if base_general is not None:
-                forgetting["cross_domain"] = self._cross_domain_kl(hf_tuned, tuned.tokenizer, base_general)
+            prompts, own = self._forgetting_answers(cell)
             seconds["forgetting"] = time.perf_counter() - t0
+
+        held: dict[str, Any] = {}                   # the HF models of this stage, loaded on first use
+
+        def hf_tuned() -> Any:
+            if "tuned" not in held:
+                model = getattr(tuned, "model", None)
+                if model is None:                   # vLLM generated; log-likelihood work needs an HF model
+                    from repro.runtime import models  # noqa: PLC0415
+
+                    model, _ = models.load(self.recipe.model, adapter=adapter)
+                held["tuned"] = model
+            return held["tuned"]
+
+        def hf_base() -> Any:
+            if "base" not in held:
+                held["base"] = self.base_scoring_model()
+            return held["base"]
+
+        general = base_general = forgetting = None
+        with hf_stage():
+            if self.recipe.evaluation.get("benchmarks"):
+                self.on_stage(cell, "benchmarks")
+            t0 = time.perf_counter()
+            general = self.benchmarks(tuned, hf_tuned)
+            seconds["eval_general"] = time.perf_counter() - t0
+            if general is not None and adapter is not None:
+                t0 = time.perf_counter()
+                base_general = self.benchmarks(base, hf_base)
+                seconds["eval_general_base"] = time.perf_counter() - t0
+            if adapter is not None:
+                self.on_stage(cell, "forgetting")
+                t0 = time.perf_counter()
+                # an unmerged PEFT model scores the base with its adapter disabled: no second model in memory
+                base_of = (lambda: None) if hasattr(hf_tuned(), "disable_adapter") else hf_base
+                forgetting = self._forgetting(hf_tuned(), tuned.tokenizer, prompts, own, cell, base_of())
+                if base_general is not None:
+                    forgetting["cross_domain"] = self._cross_domain_kl(hf_tuned(), tuned.tokenizer, base_general,
+                                                                       base_of)
+                seconds["forgetting"] += time.perf_counter() - t0
+            held.clear()                            # dropped before the stage returns their memory
         return {"scores": scores, "forgetting": forgetting, "general": general, "base_general": base_general,
                 "seconds": seconds, "generator": tuned.describe()}
 
-    def _cross_domain_kl(self, hf_tuned: Any, tokenizer, base_general: dict) -> dict | None:
+    def _cross_domain_kl(self, hf_tuned: Any, tokenizer, base_general: dict,
+                         base_model: Callable[[], Any]) -> dict | None:
         """KL(base||tuned) on texts of other domains: the headline benchmarks' first items (prompt + answer)."""
         from evals.forgetting import kl_on_texts  # noqa: PLC0415
 
@@ -300,21 +349,24 @@ class CellRunner:
         texts = [t["text"] for n in names for t in (base_general.get("texts") or {}).get(n, [])]
         if not texts:
             return None
-        base_model = None if hasattr(hf_tuned, "disable_adapter") else self.base_generator().model
-        return {**kl_on_texts(hf_tuned, tokenizer, texts, base=base_model), "benchmarks": names}
+        return {**kl_on_texts(hf_tuned, tokenizer, texts, base=base_model()), "benchmarks": names}
 
-    def _forgetting(self, cell: Cell, hf_tuned: Any, tokenizer) -> dict:
-        from evals.forgetting import forgetting_signal  # noqa: PLC0415
-
+    def _forgetting_answers(self, cell: Cell) -> tuple[list, list]:
+        """Held-out prompts of the cell's task and the base model's greedy answers to them (cached by the base
+        cell's evaluation; generated here otherwise, before any HF stage)."""
         n = self.recipe.evaluation.get("forgetting_prompts", 32)
         task = self.task(cell.task)
-        exs = self.examples(cell.task, "test")[:n]
-        prompts = [task.predict_messages(ex) for ex in exs]
-        # The base model's greedy answers to these prompts were cached by the base cell's evaluation.
+        prompts = [task.predict_messages(ex) for ex in self.examples(cell.task, "test")[:n]]
         own = self.base_generator().generate(prompts, self.decoding(cell.task, "predict"),
                                              tag=f"{task.name}.predict.{task.template_version}",
                                              progress=self.progress)
-        base_model = None if hasattr(hf_tuned, "disable_adapter") else self.base_generator().model
+        return prompts, own
+
+    def _forgetting(self, hf_tuned: Any, tokenizer, prompts: list, own: list, cell: Cell, base_model: Any) -> dict:
+        from evals.forgetting import forgetting_signal  # noqa: PLC0415
+
+        task = self.task(cell.task)
+        exs = self.examples(cell.task, "test")[:len(prompts)]
         return {**forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
                                     [task.gold_response(ex) for ex in exs], base=base_model,
                                     base_truncated=[o.finish_reason == "length" for o in own]),
