@@ -27,7 +27,7 @@ import sys
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 # EngineArgs fields the suite may pass through LLM(**kwargs); anything else is refused as EngineArgs would.
 ENGINE_ARGS = {"enable_lora", "max_lora_rank", "max_loras", "max_cpu_loras", "enable_sleep_mode", "max_model_len",
@@ -37,7 +37,7 @@ ENGINE_ARGS = {"enable_lora", "max_lora_rank", "max_loras", "max_cpu_loras", "en
 class GPU:
     """The device as a ledger of engine reservations (fractions of its memory)."""
 
-    engines: list[LLM] = []
+    engines: ClassVar[list[LLM]] = []
 
     @classmethod
     def reserved(cls) -> float:

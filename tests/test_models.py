@@ -9,7 +9,6 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 from repro.runtime import models

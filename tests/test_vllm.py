@@ -9,9 +9,9 @@ import json
 import shutil
 from pathlib import Path
 
+import fake_vllm
 import pytest
 
-import fake_vllm
 from repro.runtime import generate, models
 from repro.runtime.generate import DecodingParams, HFGenerator, hf_stage, make_generator
 
