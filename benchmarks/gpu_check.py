@@ -12,7 +12,7 @@ What it needs on that machine (see ../shared/docs/models.md for getting files th
   --data-dir  a folder holding ``squad/`` and ``SHA256SUMS`` from ../shared/data (1.1 MB)
 
     python -m benchmarks.gpu_check --model PATH --data-dir DATA            # on the GPU machine
-    python -m benchmarks.gpu_check --device cpu --data-dir ../shared/data  # the same code path on CPU (fp32)
+    python -m benchmarks.gpu_check --device cpu --n 4 --data-dir ../shared/data  # same path on CPU (fp32), ~6 min
 
 Without CUDA and without ``--device cpu`` it prints "no CUDA" and exits 0: there is nothing to check.
 
@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=os.environ.get("S3FT_DATA_DIR", str(REPO.parent / "shared" / "data")))
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
                    help="cpu: a dry run of the same code path without a GPU (fp32, hides CUDA from torch)")
-    p.add_argument("--n", type=int, default=8, help="SQuAD examples per split in the cell (default %(default)s)")
+    p.add_argument("--n", type=int, default=16,
+                   help="SQuAD examples per split (default %(default)s; the CPU dry run here used 4)")
     p.add_argument("--out", default=None, help="JSON report path (default: a temporary folder's gpu_check.json)")
     return p.parse_args(argv)
 
