@@ -261,3 +261,19 @@ def test_a_missing_base_model_is_an_error_never_the_tuned_model(fake, tiny_dir, 
         runner.evaluate(cell, adapter)
     cached = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "cache" / "benchmarks").glob("*.json")]
     assert [c["model"]["peft"] for c in cached] == [True]           # the tuned scores only; no "base" entry
+
+
+# --- the GPU check script, where there is no GPU --------------------------------------------------------------------
+
+def test_gpu_check_without_cuda_says_so_and_exits_cleanly():
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: benchmarks/gpu_check.py would run its checks")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check"], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("no CUDA")
