@@ -288,7 +288,8 @@ def make_lm(model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int 
     own HFLM. HFLM takes a model instance as ``pretrained`` (it then reads ``.config`` and ``.device``, both of
     which a PeftModel forwards to its base model) and calls the instance itself, so a LoRA adapter is applied in
     the forward pass exactly once and nothing is merged or reloaded. The tokenizer is deep-copied because HFLM may
-    set its pad token.
+    set its pad token. ``softmax_dtype=float32``: HFLM otherwise takes its log-softmax in the model's dtype (bf16 on
+    a GPU), coarser than our own scoring, which upcasts the logits (repro.runtime.scoring); on CPU (fp32) a no-op.
     """
     if backend == "hf":
         from lm_eval.models.huggingface import HFLM as cls  # noqa: PLC0415, N813
@@ -301,6 +302,7 @@ def make_lm(model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int 
         tokenizer=copy.deepcopy(tokenizer),
         batch_size=batch_size,
         max_length=max_length,
+        softmax_dtype="float32",
     )
 
 

@@ -263,8 +263,13 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
     if score and items:
         t0 = time.perf_counter()
         gen = ctx.generator
-        scores = score_responses(hf_model_of(gen), gen.tokenizer, items, cache=ctx.cache, identity=gen.identity,
-                                 progress=ctx.progress)
+        from repro.runtime.generate import hf_stage  # noqa: PLC0415
+
+        with hf_stage():                    # a vLLM engine sleeps while HF scores
+            model = hf_model_of(gen)
+            scores = score_responses(model, gen.tokenizer, items, cache=ctx.cache, identity=gen.identity,
+                                     progress=ctx.progress)
+            del model                       # gone before the stage hands its memory back
         logps = {w: s.to_dict() for w, s in zip(where, scores)}
         ctx.seconds["score"] += time.perf_counter() - t0
     candidates = []

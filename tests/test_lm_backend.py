@@ -71,3 +71,12 @@ def test_rolling_and_unsupported(tiny):
         packed.generate_until([Instance("generate_until", {}, ("Hi", {"until": ["\n"]}), 0)])
     with pytest.raises(ValueError, match="unknown benchmark backend"):
         make_lm(model, tok, backend="vllm")
+
+
+def test_lm_eval_takes_its_log_softmax_in_fp32(tiny):
+    """On a GPU the model runs in bf16; HFLM's log-softmax would too unless told (our own scoring upcasts)."""
+    import torch
+
+    model, tok = tiny
+    for backend in ("hf", "packed"):
+        assert make_lm(model, tok, backend=backend).softmax_dtype == torch.float32

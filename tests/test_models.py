@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import yaml
+from conftest import REPO
 
 from repro.runtime import models
 from repro.runtime.cache import GenerationCache, cache_key
@@ -131,6 +134,128 @@ def test_describe_local_folder(tiny_dir):
     info = models.describe(str(tiny_dir))
     assert info["kind"] == "local" and info["location"] == str(tiny_dir.resolve())
     assert info["fingerprint"] == models.fingerprint_folder(tiny_dir)
+
+
+# --- hub checkpoints: offline once cached, revision pinned ------------------------------------------------------
+
+SHA_MAIN, SHA_DEV = "a" * 40, "b" * 40
+
+
+@pytest.fixture
+def hf_cache(tiny_dir, tmp_path, monkeypatch):
+    """A HF hub cache laid out as huggingface_hub lays it out (models--org--name/refs/<branch> holding a commit sha,
+    snapshots/<sha>/ holding the files), the tiny model's files as the checkpoint at two commits; offline, and any
+    hub call fails the test."""
+    from huggingface_hub import HfApi, constants  # noqa: PLC0415
+
+    repo = tmp_path / "hub" / "models--org--tiny"
+    for branch, sha in (("main", SHA_MAIN), ("dev", SHA_DEV)):
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / branch).write_text(sha)
+        snap = repo / "snapshots" / sha
+        snap.mkdir(parents=True)
+        for f in tiny_dir.iterdir():
+            if f.is_file() and not f.name.startswith((".", "TINY_DONE")):
+                shutil.copy(f, snap / f.name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(models, "_SNAPSHOTS", {})
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the hub was asked although the checkpoint is cached")
+
+    monkeypatch.setattr(HfApi, "model_info", no_network)
+    return repo
+
+
+def test_a_cached_hub_model_works_offline_from_its_snapshot(hf_cache):
+    snap = hf_cache / "snapshots" / SHA_MAIN
+    assert models.fingerprint("org/tiny") == f"hub:org/tiny@{SHA_MAIN}"
+    assert models.local_path("org/tiny") == str(snap)
+    model, tok = models.load("org/tiny", device="cpu")
+    assert tok.chat_template and model.config.vocab_size == len(tok)
+    info = models.describe("org/tiny")
+    assert (info["kind"], info["location"], info["revision"], info["requested_revision"]) == (
+        "hub", "org/tiny", SHA_MAIN, None)
+    gen = make_generator("org/tiny", backend="hf", device="cpu")
+    assert gen.identity["model"] == f"hub:org/tiny@{SHA_MAIN}"
+
+
+def test_a_pinned_revision_picks_its_snapshot(hf_cache):
+    for name, sha in (("org/tiny@dev", SHA_DEV), (f"org/tiny@{SHA_DEV}", SHA_DEV), ("org/tiny@main", SHA_MAIN)):
+        ref = models.resolve(name)
+        assert (ref.kind, ref.location, ref.info["revision"]) == ("hub", "org/tiny", name.split("@")[1])
+        assert models.fingerprint(name) == f"hub:org/tiny@{sha}"
+        assert models.local_path(name) == str(hf_cache / "snapshots" / sha)
+        assert models.describe(name)["revision"] == sha
+    with pytest.raises(ValueError, match="not a registered name"):
+        models.resolve("org/tiny@")
+
+
+def test_offline_without_the_weights_is_a_clear_error(hf_cache):
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
+        models.local_path("org/absent")
+    with pytest.raises(FileNotFoundError, match="HF_HUB_OFFLINE"):
+        models.fingerprint("org/tiny@" + "c" * 40)          # a commit never downloaded
+    for f in (hf_cache / "snapshots" / SHA_DEV).glob("*.safetensors"):
+        f.unlink()                                           # a snapshot a tokenizer-only load would leave
+    with pytest.raises(FileNotFoundError, match="with its weights"):
+        models.local_path("org/tiny@dev")
+
+
+def test_online_a_missing_snapshot_is_resolved_once_and_fetched_at_that_commit(tiny_dir, tmp_path, monkeypatch):
+    import huggingface_hub  # noqa: PLC0415
+    from huggingface_hub import HfApi, constants  # noqa: PLC0415
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(models, "_SNAPSHOTS", {})
+    asked, fetched = [], []
+
+    def model_info(self, repo_id, revision=None, **kw):
+        asked.append((repo_id, revision))
+        files = ["config.json", "model.safetensors.index.json", "model-00001-of-00002.safetensors",
+                 "model-00002-of-00002.safetensors", "pytorch_model.bin", "consolidated.safetensors"]
+        return SimpleNamespace(sha=SHA_MAIN, siblings=[SimpleNamespace(rfilename=f) for f in files])
+
+    real = huggingface_hub.snapshot_download
+
+    def snapshot_download(repo_id, revision=None, local_files_only=False, allow_patterns=None, **kw):
+        if local_files_only:
+            return real(repo_id, revision=revision, local_files_only=True, **kw)
+        fetched.append((repo_id, revision, allow_patterns))
+        snap = tmp_path / "hub" / "models--org--tiny" / "snapshots" / revision
+        shutil.copytree(tiny_dir, snap, ignore=shutil.ignore_patterns(".*", "TINY_DONE*"))
+        return str(snap)
+
+    monkeypatch.setattr(HfApi, "model_info", model_info)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert models.fingerprint("org/tiny") == f"hub:org/tiny@{SHA_MAIN}"
+    assert models.local_path("org/tiny").endswith(f"snapshots/{SHA_MAIN}")
+    assert asked == [("org/tiny", None)] and len(fetched) == 1     # resolved once, then the process's pin
+    repo, revision, patterns = fetched[0]
+    assert (repo, revision) == ("org/tiny", SHA_MAIN)               # downloaded at the resolved commit
+    assert {"model.safetensors.index.json", "model-*.safetensors"} <= set(patterns)
+    assert not {"*.bin", "pytorch_model.bin", "consolidated.safetensors", "*.safetensors"} & set(patterns)
+
+
+def test_recipe_model_revision(tmp_path):
+    from repro.driver.recipes import load_recipe  # noqa: PLC0415
+
+    assert load_recipe("smoke", ["model=org/tiny", "model.revision=abc123"]).model == "org/tiny@abc123"
+    assert load_recipe("smoke", ["model.revision=dev"]).model == "tiny@dev"
+    with pytest.raises(ValueError, match="not a registered name"):
+        models.resolve("tiny@dev")                     # a revision belongs to hub ids only
+    spec = yaml.safe_load((REPO / "repro" / "recipes" / "smoke.yaml").read_text())
+    spec["model"] = {"name": "org/tiny", "revision": SHA_DEV}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(spec))
+    assert load_recipe(str(tmp_path / "r.yaml")).model == f"org/tiny@{SHA_DEV}"
+    spec["model"] = {"name": "org/tiny@main", "revision": SHA_DEV}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ValueError, match="already names a revision"):
+        load_recipe(str(tmp_path / "r.yaml"))
 
 
 # --- encode_pair ----------------------------------------------------------------------------------------------

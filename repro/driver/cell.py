@@ -23,7 +23,7 @@ from evals.tasks.base import Split, Task
 from repro.driver.config import ResolvedConfig, make_task, resolve
 from repro.driver.recipes import Recipe
 from repro.runtime.cache import GenerationCache
-from repro.runtime.generate import DecodingParams, Generator, hf_model_of, make_generator
+from repro.runtime.generate import DecodingParams, Generator, hf_model_of, hf_stage, make_generator, vllm_available
 from repro.runtime.store import (atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl,
                          remove_stale_temporaries)
 
@@ -78,9 +78,9 @@ class CellRunner:
             # naming its own judge model replaces the generator given here (FileTask.use_llm_judge): no second load.
             own = getattr(t, "judge_model", None) not in (None, "base")
             if tc.judge_model != self.config.model and not own:
-                g = self.config.generation
-                judge_gen = make_generator(tc.judge_model, None, backend=g.backend, cache=self.cache,
-                                           batch_size=g.batch_size)
+                # vLLM runs one engine per process (the recipe's model): another judge model generates on HF
+                judge_gen = self.make_generator(tc.judge_model, None,
+                                                backend="hf" if self.backend == "vllm" else None)
             else:
                 judge_gen = self.base_generator()
             t.use_llm_judge(LLMJudge(judge_gen, tc.judge_decoding))
@@ -104,12 +104,32 @@ class CellRunner:
         tc = self.config.tasks[name]
         return tc.paraphrase if kind == "paraphrase" else tc.predict
 
+    @property
+    def backend(self) -> str:
+        """The generation backend the recipe's setting resolves to here ("auto": vLLM with a GPU, else HF)."""
+        b = self.config.generation.backend
+        return ("vllm" if vllm_available() else "hf") if b == "auto" else b
+
+    def make_generator(self, model: str, adapter: Path | None, *, backend: str | None = None) -> Generator:
+        """A generator for `model` (+ `adapter`) under the recipe's generation settings. With vLLM every adapter
+        of the run is a LoRA request on the process's one engine (repro.runtime.generate.VLLMEngine)."""
+        g = self.config.generation
+        return make_generator(model, adapter, backend=backend or self.backend, cache=self.cache,
+                              batch_size=g.batch_size, engine=g.vllm)
+
     def base_generator(self) -> Generator:
         if self._base is None:
-            g = self.config.generation
-            self._base = make_generator(self.config.model, None, backend=g.backend, cache=self.cache,
-                                        batch_size=g.batch_size)
+            self._base = self.make_generator(self.config.model, None)
         return self._base
+
+    def base_scoring_model(self) -> Any:
+        """The base model as an HF model, for log-likelihood work (base benchmarks, forgetting): the HF base
+        generator's own model, else (vLLM keeps its weights where torch cannot score with them) the base
+        checkpoint loaded. Never a tuned model: base scores come from the base model or from nowhere."""
+        model = hf_model_of(self.base_generator())
+        if hasattr(model, "disable_adapter"):       # a PeftModel: a tuned model, whatever its generator says
+            raise RuntimeError(f"the base scoring model of {self.config.model!r} carries an adapter")
+        return model
 
     # Stage hashes: repro.driver.config says what each covers.
     def targets_hash(self, cell: Cell) -> str:
@@ -184,16 +204,18 @@ class CellRunner:
                 atomic_write_json(log_path, train_log)
                 return train_log, None
             self.on_stage(cell, "train")
-            train_log = train(self.config.model, records, self.train_config(cell), p["train"],
-                              progress=self.progress, extra={"config_hash": h})
+            with hf_stage():                          # a vLLM engine sleeps while training has the GPU
+                train_log = train(self.config.model, records, self.train_config(cell), p["train"],
+                                  progress=self.progress, extra={"config_hash": h})
             train_log["adapter_sha256"] = _adapter_sha(p["train"] / "adapter")
             atomic_write_json(log_path, train_log)
         if train_log.get("skipped"):
             return train_log, None
         return train_log, p["train"] / "adapter"
 
-    def benchmarks(self, generator: Generator, hf_model: Any) -> dict | None:
-        """Generalization scores through lm-eval, cached per (model, adapter, benchmark settings)."""
+    def benchmarks(self, generator: Generator, hf_model: Callable[[], Any]) -> dict | None:
+        """Generalization scores through lm-eval, cached per (model, adapter, benchmark settings). `hf_model`
+        returns the HF model that `generator` generates with; it is called only when the cache misses."""
         ev = self.config.evaluation
         if not ev.benchmarks:
             return None
@@ -203,7 +225,7 @@ class CellRunner:
         path = self.bench_cache / f"{self.config.benchmark_cache_key(generator.identity)}.json"
         if path.is_file():
             return read_json(path)
-        out = evaluate_benchmarks(hf_model, generator.tokenizer, [b.spec() for b in ev.benchmarks],
+        out = evaluate_benchmarks(hf_model(), generator.tokenizer, [b.spec() for b in ev.benchmarks],
                                   data_dir=self.data_dir, seed=ev.benchmark_seed, batch_size=ev.benchmark_batch_size,
                                   chat_template=ev.chat_template, kl_texts=ev.cross_domain_kl_texts,
                                   backend=ev.benchmark_backend)
@@ -211,45 +233,65 @@ class CellRunner:
         return out
 
     def evaluate(self, cell: Cell, adapter: Path | None) -> dict:
+        """Generation first (in-domain tasks, the base answers the forgetting signal compares against), then
+        every log-likelihood measure in one HF stage (a vLLM engine sleeps through it)."""
         from evals.indomain import evaluate_task  # noqa: PLC0415
 
         self.on_stage(cell, "evaluate")
-        g = self.config.generation
         base = self.base_generator()
-        tuned = base if adapter is None else make_generator(self.config.model, adapter, backend=g.backend,
-                                                            cache=self.cache, batch_size=g.batch_size)
+        tuned = base if adapter is None else self.make_generator(self.config.model, adapter)
         seconds: dict[str, float] = {}
         names = self.eval_tasks(cell)
         t0 = time.perf_counter()
         scores = {n: evaluate_task(self.task(n), self.examples(n, "test"), tuned, self.decoding(n, "predict"),
                                    cache=self.cache, progress=self.progress) for n in names}
         seconds["eval_tasks"] = time.perf_counter() - t0
-
-        hf_tuned = hf_model_of(tuned)       # log-likelihood work needs an HF model, whichever backend generated
         for n in names:
             scores[n]["headline_metric"] = self.config.tasks[n].headline_metric
-        if self.config.evaluation.benchmarks:
-            self.on_stage(cell, "benchmarks")
-        t0 = time.perf_counter()
-        general = self.benchmarks(tuned, hf_tuned)
-        seconds["eval_general"] = time.perf_counter() - t0
-        base_general = None
-        if general is not None and adapter is not None:
-            t0 = time.perf_counter()
-            base_general = self.benchmarks(base, getattr(base, "model", None) or hf_tuned)
-            seconds["eval_general_base"] = time.perf_counter() - t0
-        forgetting = None
         if adapter is not None:
-            self.on_stage(cell, "forgetting")
             t0 = time.perf_counter()
-            forgetting = self._forgetting(cell, hf_tuned, tuned.tokenizer)
-            if base_general is not None:
-                forgetting["cross_domain"] = self._cross_domain_kl(hf_tuned, tuned.tokenizer, base_general)
+            prompts, own = self._forgetting_answers(cell)
             seconds["forgetting"] = time.perf_counter() - t0
+
+        held: dict[str, Any] = {}                   # the HF models of this stage, loaded on first use
+
+        def hf_tuned() -> Any:
+            if "tuned" not in held:             # vLLM generated: log-likelihood work needs an HF model
+                held["tuned"] = hf_model_of(tuned)
+            return held["tuned"]
+
+        def hf_base() -> Any:
+            if "base" not in held:
+                held["base"] = self.base_scoring_model()
+            return held["base"]
+
+        general = base_general = forgetting = None
+        with hf_stage():
+            if self.config.evaluation.benchmarks:
+                self.on_stage(cell, "benchmarks")
+            t0 = time.perf_counter()
+            general = self.benchmarks(tuned, hf_tuned)
+            seconds["eval_general"] = time.perf_counter() - t0
+            if general is not None and adapter is not None:
+                t0 = time.perf_counter()
+                base_general = self.benchmarks(base, hf_base)
+                seconds["eval_general_base"] = time.perf_counter() - t0
+            if adapter is not None:
+                self.on_stage(cell, "forgetting")
+                t0 = time.perf_counter()
+                # an unmerged PEFT model scores the base with its adapter disabled: no second model in memory
+                base_of = (lambda: None) if hasattr(hf_tuned(), "disable_adapter") else hf_base
+                forgetting = self._forgetting(hf_tuned(), tuned.tokenizer, prompts, own, cell, base_of())
+                if base_general is not None:
+                    forgetting["cross_domain"] = self._cross_domain_kl(hf_tuned(), tuned.tokenizer, base_general,
+                                                                       base_of)
+                seconds["forgetting"] += time.perf_counter() - t0
+            held.clear()                            # dropped before the stage returns their memory
         return {"scores": scores, "forgetting": forgetting, "general": general, "base_general": base_general,
                 "seconds": seconds, "generator": tuned.describe()}
 
-    def _cross_domain_kl(self, hf_tuned: Any, tokenizer, base_general: dict) -> dict | None:
+    def _cross_domain_kl(self, hf_tuned: Any, tokenizer, base_general: dict,
+                         base_model: Callable[[], Any]) -> dict | None:
         """KL(base||tuned) on texts of other domains: the headline benchmarks' first items (prompt + answer)."""
         from evals.forgetting import kl_on_texts  # noqa: PLC0415
 
@@ -257,21 +299,24 @@ class CellRunner:
         texts = [t["text"] for n in names for t in (base_general.get("texts") or {}).get(n, [])]
         if not texts:
             return None
-        base_model = None if hasattr(hf_tuned, "disable_adapter") else self.base_generator().model
-        return {**kl_on_texts(hf_tuned, tokenizer, texts, base=base_model), "benchmarks": names}
+        return {**kl_on_texts(hf_tuned, tokenizer, texts, base=base_model()), "benchmarks": names}
 
-    def _forgetting(self, cell: Cell, hf_tuned: Any, tokenizer) -> dict:
-        from evals.forgetting import forgetting_signal  # noqa: PLC0415
-
+    def _forgetting_answers(self, cell: Cell) -> tuple[list, list]:
+        """Held-out prompts of the cell's task and the base model's greedy answers to them (cached by the base
+        cell's evaluation; generated here otherwise, before any HF stage)."""
         n = self.config.evaluation.forgetting_prompts
         task = self.task(cell.task)
-        exs = self.examples(cell.task, "test")[:n]
-        prompts = [task.predict_messages(ex) for ex in exs]
-        # The base model's greedy answers to these prompts were cached by the base cell's evaluation.
+        prompts = [task.predict_messages(ex) for ex in self.examples(cell.task, "test")[:n]]
         own = self.base_generator().generate(prompts, self.decoding(cell.task, "predict"),
                                              tag=task.predict_tag,
                                              progress=self.progress)
-        base_model = None if hasattr(hf_tuned, "disable_adapter") else self.base_generator().model
+        return prompts, own
+
+    def _forgetting(self, hf_tuned: Any, tokenizer, prompts: list, own: list, cell: Cell, base_model: Any) -> dict:
+        from evals.forgetting import forgetting_signal  # noqa: PLC0415
+
+        task = self.task(cell.task)
+        exs = self.examples(cell.task, "test")[:len(prompts)]
         return {**forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
                                     [task.gold_response(ex) for ex in exs], base=base_model,
                                     base_truncated=[o.finish_reason == "length" for o in own]),

@@ -51,9 +51,12 @@ class GenerationConfig:
 
     backend: str = "auto"           # hf | vllm | auto (vLLM when installed and a GPU is present)
     batch_size: int = 16
+    # vLLM engine sizing (e.g. gpu_memory_utilization): decides where memory goes, not what is generated, so it is
+    # kept out of every hash (to_dict)
+    vllm: dict[str, Any] | None = None
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {"backend": self.backend, "batch_size": self.batch_size}
 
 
 @dataclass(frozen=True)
@@ -271,7 +274,8 @@ def resolve(recipe: Recipe, *, tasks: dict[str, Task] | None = None) -> Resolved
         raise ValueError(f"recipe {recipe.name}: generation has unknown keys {sorted(unknown)}; known: "
                          f"{sorted(f.name for f in dataclasses.fields(GenerationConfig))}")
     generation = GenerationConfig(backend=str(_or_default(gen, "backend", g.backend)),
-                                  batch_size=int(_or_default(gen, "batch_size", g.batch_size)))
+                                  batch_size=int(_or_default(gen, "batch_size", g.batch_size)),
+                                  vllm=dict(gen["vllm"]) if gen.get("vllm") else None)
     return ResolvedConfig(
         name=recipe.name, model=recipe.model, data_seed=int(recipe.data_seed), seeds=tuple(recipe.seeds),
         methods=tuple(recipe.methods),

@@ -79,7 +79,11 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     if isinstance(raw, dict) and isinstance(raw.get("tasks"), dict):
         raw["tasks"] = resolve_task_files(raw["tasks"], path.parent)
     for key, value in parse_overrides(overrides):
+        if key.startswith("model.") and isinstance(raw, dict) and isinstance(raw.get("model"), str):
+            raw["model"] = {"name": raw["model"]}      # `model.revision=SHA` on a recipe that names the model only
         _set_dotted(raw, key, value)
+    if isinstance(raw, dict) and isinstance(raw.get("model"), dict):
+        raw["model"] = pinned_model_name(raw["model"], path)
     missing = {"name", "model", "tasks", "methods", "seeds", "train"} - set(raw)
     if missing:
         raise ValueError(f"{path}: missing keys {sorted(missing)}")
@@ -90,6 +94,22 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     recipe = Recipe(source=str(path), **{k: raw[k] for k in raw})
     validate_recipe(recipe)
     return recipe
+
+
+def pinned_model_name(model: dict, where: Path | str) -> str:
+    """``model: {name: org/repo, revision: SHA}`` (or the override ``model.revision=SHA``) as the one string every loader
+    takes, ``org/repo@SHA`` (repro.runtime.models.resolve). Without a revision a hub model is pinned at first use to
+    the commit its local snapshot holds (or the hub's main branch), recorded in each result's provenance."""
+    bad = set(model) - {"name", "revision"}
+    if bad or not isinstance(model.get("name"), str):
+        raise ValueError(f"{where}: model must be a name or {{name: ..., revision: ...}}; got {model}")
+    name, revision = model["name"], model.get("revision")
+    if revision is None:
+        return name
+    revision = str(revision)                          # YAML reads an all-digit sha as a number
+    if "@" in name:
+        raise ValueError(f"{where}: model {name!r} already names a revision; model.revision={revision!r} too")
+    return f"{name}@{revision}"
 
 
 def task_entry(key: str, settings: dict | None, base_dir: Path | None = None) -> tuple[str, dict]:

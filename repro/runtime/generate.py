@@ -7,8 +7,9 @@ from the cache instead. Work is written to the cache batch by batch, so a killed
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -221,26 +222,122 @@ class HFGenerator(Generator):
         return results
 
 
-class VLLMGenerator(Generator):
-    """vLLM with the same prompts (token ids rendered by our template) and an optional LoRA adapter.
-    Not exercised in CI (no GPU, no vLLM wheel there); kept thin on purpose."""
+#: vLLM engine options a recipe may set under ``generation.vllm`` (EngineArgs fields, passed through to ``LLM``).
+ENGINE_OPTIONS = {"gpu_memory_utilization": 0.85, "max_lora_rank": 64, "max_loras": 1, "max_model_len": None,
+                  "enforce_eager": False}
 
-    backend = "vllm"
 
-    def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
-                 batch_size: int = 256, gpu_memory_utilization: float = 0.85, max_lora_rank: int = 64):
-        super().__init__(model, adapter, cache=cache, batch_size=batch_size)
+class VLLMEngine:
+    """The process's one vLLM engine. It serves the base model and every LoRA adapter of a run: an adapter travels
+    as a ``LoRARequest`` whose id is unique per adapter *content* (vLLM caches adapters by id, so reusing an id for
+    a retrained adapter would silently serve the old weights). No second engine is ever built for a tuned model.
+
+    Memory plan: the engine is built with ``enable_sleep_mode=True``. Before any HF work in the same process
+    (training, log-likelihood scoring, loading a tuned model) the driver enters :func:`hf_stage`, which puts the
+    engine to sleep at level 1 (weights copied to CPU RAM, KV cache discarded: almost all of its GPU memory is
+    returned); the engine wakes on its next ``generate``, after the HF stage has dropped its models. So the engine
+    may keep ``gpu_memory_utilization`` (default 0.85) of the GPU while it generates, and HF work gets the GPU to
+    itself while it runs."""
+
+    def __init__(self, model: str, **options: Any) -> None:
         from vllm import LLM  # noqa: PLC0415
 
         from repro.runtime import models  # noqa: PLC0415
 
-        self.llm = LLM(model=models.local_path(model), enable_lora=adapter is not None, max_lora_rank=max_lora_rank,
-                       gpu_memory_utilization=gpu_memory_utilization, seed=0)
-        self.lora = None
-        if adapter is not None:
-            from vllm.lora.request import LoRARequest  # noqa: PLC0415
+        unknown = set(options) - set(ENGINE_OPTIONS)
+        if unknown:
+            raise ValueError(f"generation.vllm: unknown option(s) {sorted(unknown)}; known: {sorted(ENGINE_OPTIONS)}")
+        self.model = model
+        self.options = {**ENGINE_OPTIONS, **options}
+        kwargs = {k: v for k, v in self.options.items() if v is not None}
+        self.llm = LLM(model=models.local_path(model), enable_lora=True, enable_sleep_mode=True, seed=0, **kwargs)
+        self.asleep = False
+        self._lora_ids: dict[str, int] = {}     # adapter fingerprint -> LoRARequest id (ids start at 1)
 
-            self.lora = LoRARequest("adapter", 1, str(adapter))
+    def lora_request(self, adapter: str | Path, fingerprint: str):
+        """The request that applies `adapter`; the same content always gets the same id, new content a new one."""
+        from vllm.lora.request import LoRARequest  # noqa: PLC0415
+
+        folder = Path(adapter)
+        if not (folder / "adapter_config.json").is_file():
+            raise ValueError(f"{folder} is not a LoRA adapter (no adapter_config.json); the vLLM backend serves "
+                             f"tuned models as LoRA adapters only (use generation.backend: hf for full fine-tuning)")
+        lora_id = self._lora_ids.setdefault(fingerprint, len(self._lora_ids) + 1)
+        return LoRARequest(f"adapter-{lora_id}", lora_id, str(folder.resolve()))
+
+    def sleep(self) -> None:
+        if not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def generate(self, prompts: list[dict], sampling_params: Any, lora_request: Any) -> list:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+        return self.llm.generate(prompts, sampling_params, use_tqdm=False, lora_request=lora_request)
+
+
+_ENGINE: VLLMEngine | None = None
+
+
+def vllm_engine(model: str, **options: Any) -> VLLMEngine:
+    """The process's engine for `model`, built on first use. A second base model in the same process is an error:
+    two engines would each reserve their share of the GPU (vLLM refuses to start the second)."""
+    global _ENGINE  # noqa: PLW0603
+    if _ENGINE is None:
+        _ENGINE = VLLMEngine(model, **options)
+    elif _ENGINE.model != model:
+        raise ValueError(f"this process's vLLM engine serves {_ENGINE.model!r}; one engine per process, so "
+                         f"{model!r} cannot get a second one (generate it with the hf backend, or in another process)")
+    elif options and {**ENGINE_OPTIONS, **options} != _ENGINE.options:
+        log.warning("vLLM engine already built with %s; ignoring %s", _ENGINE.options, options)
+    return _ENGINE
+
+
+def shutdown_engine() -> None:
+    """Drop the process's engine (tests; a caller that wants its GPU memory back for good)."""
+    global _ENGINE  # noqa: PLW0603
+    _ENGINE = None
+    _release_torch_memory()
+
+
+def _release_torch_memory() -> None:
+    import gc  # noqa: PLC0415
+
+    gc.collect()
+    try:
+        import torch  # noqa: PLC0415
+    except ImportError:  # pragma: no cover
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@contextmanager
+def hf_stage() -> Iterator[None]:
+    """Give the GPU to HF work (training, log-likelihood scoring) for the block: the vLLM engine, if this process
+    has one, sleeps first; afterwards what the block dropped is returned to the device (gc + ``empty_cache``), so
+    the engine can wake into it on its next ``generate``. Without an engine (HF backend) only the release runs."""
+    if _ENGINE is not None:
+        _ENGINE.sleep()
+    try:
+        yield
+    finally:
+        _release_torch_memory()
+
+
+class VLLMGenerator(Generator):
+    """vLLM with the same prompts (token ids rendered by our template) and an optional LoRA adapter, on the process's
+    one engine (:class:`VLLMEngine`). In CI it runs against a stand-in for vLLM's ``LLM`` that follows its real
+    signatures (tests/fake_vllm.py); only a GPU with vLLM installed runs the real engine."""
+
+    backend = "vllm"
+
+    def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
+                 batch_size: int = 256, engine: dict | None = None):
+        super().__init__(model, adapter, cache=cache, batch_size=batch_size)
+        self.engine = vllm_engine(model, **(engine or {}))
+        self.lora = self.engine.lora_request(adapter, self.identity["adapter"]) if adapter is not None else None
 
     @property
     def chunk_size(self) -> int:
@@ -253,11 +350,15 @@ class VLLMGenerator(Generator):
                             stop=list(params.stop) or None, seed=params.seed,
                             stop_token_ids=sorted(_end_of_turn_ids(self.tokenizer)) or None)
         prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
-        outs = self.llm.generate(prompts, sp, lora_request=self.lora, use_tqdm=False)
+        outs = self.engine.generate(prompts, sp, self.lora)
+        if len(outs) != len(prompts):
+            raise RuntimeError(f"vLLM returned {len(outs)} outputs for {len(prompts)} prompts")
         results = []
         for o in outs:
             c = o.outputs[0]
-            finish = {"stop": "stop" if c.stop_reason is not None and isinstance(c.stop_reason, str) else "eos",
+            # vLLM: finish_reason "stop" covers EOS, a stop token id (stop_reason = the id) and a stop string
+            # (stop_reason = the string); "length" is the max_tokens cap.
+            finish = {"stop": "stop" if isinstance(c.stop_reason, str) else "eos",
                       "length": "length"}.get(c.finish_reason, c.finish_reason)
             results.append(Generation(c.text, len(o.prompt_token_ids), len(c.token_ids), finish))
         return results
@@ -284,14 +385,15 @@ def vllm_available() -> bool:
 
 
 def make_generator(model: str, adapter: str | Path | None = None, *, backend: str = "auto",
-                   cache: GenerationCache | None = None, **kwargs: Any) -> Generator:
-    """A generator for `model` (+ `adapter`): "auto" is vLLM when installed and a GPU is present, else HF."""
+                   cache: GenerationCache | None = None, engine: dict | None = None, **kwargs: Any) -> Generator:
+    """A generator for `model` (+ `adapter`): "auto" is vLLM when installed and a GPU is present, else HF.
+    `engine`: vLLM engine options (:data:`ENGINE_OPTIONS`; a recipe's ``generation.vllm``), unused by HF."""
     if backend == "auto":
         backend = "vllm" if vllm_available() else "hf"
     if backend == "hf":
         return HFGenerator(model, adapter, cache=cache, **kwargs)
     if backend == "vllm":
-        return VLLMGenerator(model, adapter, cache=cache, **kwargs)
+        return VLLMGenerator(model, adapter, cache=cache, engine=engine, **kwargs)
     raise ValueError(f"unknown generation backend {backend!r} (hf, vllm, auto)")
 
 

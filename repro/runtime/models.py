@@ -89,7 +89,8 @@ class ModelRef:
 
 
 def resolve(name: str) -> ModelRef:
-    """Resolve without downloading: registered offline name, ``tiny``, an existing folder, else a hub id."""
+    """Resolve without downloading: registered offline name, ``tiny``, an existing folder, else a hub id, optionally
+    pinned to a revision as ``org/name@revision`` (a commit sha, branch or tag; ``info["revision"]``)."""
     if name == TINY:
         return ModelRef(name, "tiny", str(cache_root() / "models" / TINY / "hf"))
     if name in OFFLINE:
@@ -99,8 +100,9 @@ def resolve(name: str) -> ModelRef:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is a folder but has no config.json: not a HF checkpoint")
         return ModelRef(name, "local", str(path.resolve()))
-    if name.count("/") == 1 and not name.startswith((".", "/")):
-        return ModelRef(name, "hub", name)
+    repo, _, revision = name.partition("@")
+    if repo.count("/") == 1 and not repo.startswith((".", "/")) and (revision or "@" not in name):
+        return ModelRef(name, "hub", repo, {"revision": revision} if revision else {})
     known = ", ".join([TINY, *OFFLINE])
     raise ValueError(f"model {name!r} is not a registered name ({known}), an existing folder, or a hub id (org/name)")
 
@@ -112,7 +114,77 @@ def local_path(name: str) -> str:
         return str(fetch(name))
     if ref.kind == "tiny":
         return str(build_tiny())
+    if ref.kind == "hub":
+        return str(hub_snapshot(ref.location, ref.info.get("revision"))[1])
     return ref.location
+
+
+# --- hub checkpoints: one local snapshot, pinned to a commit ------------------------------------------------------
+
+#: What a snapshot needs besides the weights (:func:`_weight_files`): configs, tokenizer files, chat templates.
+_HUB_FILES = ["*.json", "*.model", "*.jinja", "*.txt", "*.tiktoken", "tokenizer*"]
+_SNAPSHOTS: dict[tuple[str, str | None], tuple[str, Path]] = {}
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants  # noqa: PLC0415
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "")
+    return bool(constants.HF_HUB_OFFLINE) or flag.upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _has_weights(folder: Path) -> bool:
+    """The snapshot holds the weights (every shard its index lists), not just the config a tokenizer load left."""
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = folder / index_name
+        if index.is_file():
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+            return bool(shards) and all((folder / s).is_file() for s in shards)
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+
+
+def _weight_files(names: list[str]) -> list[str]:
+    """The weight files transformers reads from a repo's root, in its order of preference: one format only (repos
+    that ship safetensors, PyTorch .bin and a consolidated file would otherwise download the weights three times)."""
+    for index, shards in (("model.safetensors.index.json", "model-*.safetensors"),
+                          ("pytorch_model.bin.index.json", "pytorch_model-*.bin")):
+        if index in names:
+            return [index, shards]
+    for single in ("model.safetensors", "pytorch_model.bin"):
+        if single in names:
+            return [single]
+    return ["*.safetensors"]
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> tuple[str, Path]:
+    """(commit sha, local snapshot folder) of a hub checkpoint. The local HF cache answers first (no network: a
+    cached checkpoint works offline, ``HF_HUB_OFFLINE=1``); only a snapshot missing there is resolved on the hub -
+    once per process, the revision (default: the main branch) turned into a commit sha - and downloaded at that
+    commit. The folder is what every loader gets, so training, generation and scoring read the same commit."""
+    key = (repo_id, revision)
+    if key in _SNAPSHOTS:
+        return _SNAPSHOTS[key]
+    from huggingface_hub import snapshot_download  # noqa: PLC0415
+    from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415
+
+    try:
+        local: Path | None = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except LocalEntryNotFoundError as e:
+        # a snapshot huggingface_hub calls incomplete may lack only files we never fetch (a second weight format)
+        local = Path(e.snapshot_path) if getattr(e, "snapshot_path", None) else None
+    folder = local if local is not None and _has_weights(local) else None
+    if folder is None:
+        if _hub_offline():
+            raise FileNotFoundError(f"{repo_id}{'@' + revision if revision else ''} is not in the local HF cache "
+                                    f"with its weights, and HF_HUB_OFFLINE is set: download it once with network "
+                                    f"access (or unset HF_HUB_OFFLINE)")
+        from huggingface_hub import HfApi  # noqa: PLC0415
+
+        info = HfApi().model_info(repo_id, revision=revision)
+        folder = Path(snapshot_download(repo_id, revision=info.sha, allow_patterns=_HUB_FILES + _weight_files(
+            [s.rfilename for s in info.siblings or []])))
+    _SNAPSHOTS[key] = (folder.name, folder)          # snapshots/<commit sha>/
+    return _SNAPSHOTS[key]
 
 
 # --- fetching and converting -----------------------------------------------------------------------------------
@@ -276,12 +348,11 @@ def fingerprint_folder(folder: Path) -> str:
 
 
 def fingerprint(name: str) -> str:
-    """A stable identity of the model's weights: a content hash for folders, the commit for hub ids."""
+    """A stable identity of the model's weights: a content hash for folders, the commit for hub ids (read from the
+    local snapshot; no network once the checkpoint is cached)."""
     ref = resolve(name)
     if ref.kind == "hub":
-        from huggingface_hub import HfApi  # noqa: PLC0415
-
-        return f"hub:{name}@{HfApi().model_info(name).sha}"
+        return f"hub:{ref.location}@{hub_snapshot(ref.location, ref.info.get('revision'))[0]}"
     return fingerprint_folder(Path(local_path(name)))
 
 
@@ -345,6 +416,9 @@ def describe(name: str) -> dict:
     """Provenance of a model for results: what the name resolved to and its fingerprint."""
     ref = resolve(name)
     info = {"name": name, "kind": ref.kind, "location": ref.location, **ref.info, "fingerprint": fingerprint(name)}
+    if ref.kind == "hub":                            # the commit the run used, whatever revision was asked for
+        info.update({"requested_revision": ref.info.get("revision"),
+                     "revision": hub_snapshot(ref.location, ref.info.get("revision"))[0]})
     if ref.kind == "offline":
         info.update({k: v for k, v in json.loads((cache_root() / "models" / name / "DONE.json").read_text()).items()
                      if k in ("gguf", "gguf_sha256", "save_dtype", "notes")})

@@ -1,0 +1,279 @@
+"""The vLLM backend against a stand-in with vLLM's real signatures (tests/fake_vllm.py): one engine per process for
+the base model and every adapter, adapter ids that follow adapter content, the sleep/wake memory plan around HF
+work, the output mapping (compared with the HF backend token for token), and a whole cell whose base scores come
+from the base model although the generator has no HF model. What only a GPU with vLLM can confirm (kernels,
+scheduling, real memory) is listed in the README ("Several GPUs")."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import fake_vllm
+import pytest
+
+from repro.runtime import generate, models
+from repro.runtime.generate import DecodingParams, HFGenerator, hf_stage, make_generator
+
+PROMPTS = [[{"role": "user", "content": f"What is {a} + {b}? The answer is"}] for a, b in ((2, 3), (7, 1), (4, 4))]
+PARAMS = DecodingParams(max_new_tokens=10)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    import torch  # noqa: PLC0415
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    return models.build_tiny(tmp_path_factory.mktemp("tiny") / "hf")
+
+
+def _adapter(tiny_dir: Path, out: Path, seed: int) -> Path:
+    """A LoRA adapter on the tiny model with random (non-zero) B matrices, so it visibly changes the outputs."""
+    import torch  # noqa: PLC0415
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM  # noqa: PLC0415
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.8)
+    model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_dir, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return [_adapter(tiny_dir, root / name, seed) for name, seed in (("a", 1), ("b", 2))]
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    generate.shutdown_engine()
+    mod = fake_vllm.install(monkeypatch)
+    yield mod
+    generate.shutdown_engine()
+
+
+def _records(gens) -> list[tuple]:
+    return [(g.text, g.n_prompt_tokens, g.n_output_tokens, g.finish_reason) for g in gens]
+
+
+def test_one_engine_serves_the_base_and_every_adapter_with_distinct_ids(fake, tiny_dir, adapters):
+    base = make_generator(str(tiny_dir), backend="vllm")
+    tuned = [make_generator(str(tiny_dir), a, backend="vllm") for a in adapters]
+    assert len(fake_vllm.GPU.engines) == 1, "a tuned model must not build a second engine"
+    llm = fake_vllm.GPU.engines[0]
+    assert all(g.engine is base.engine for g in tuned)
+    kw = llm.init_kwargs
+    assert (kw["model"], kw["enable_lora"], kw["enable_sleep_mode"], kw["gpu_memory_utilization"],
+            kw["max_lora_rank"]) == (str(tiny_dir.resolve()), True, True, 0.85, 64)
+    assert base.lora is None
+    assert [(g.lora.lora_int_id, g.lora.lora_path) for g in tuned] == [(1, str(adapters[0].resolve())),
+                                                                       (2, str(adapters[1].resolve()))]
+    again = make_generator(str(tiny_dir), adapters[0], backend="vllm")
+    assert again.lora.lora_int_id == 1 and len(fake_vllm.GPU.engines) == 1   # same content, same id
+
+    outs = {name: g.generate(PROMPTS, PARAMS, tag="t", progress=False)
+            for name, g in (("base", base), ("a", tuned[0]), ("b", tuned[1]))}
+    assert [c["lora"] for c in llm.calls] == [None, tuned[0].lora, tuned[1].lora]
+    assert all(c["use_tqdm"] is False and c["n"] == len(PROMPTS) for c in llm.calls)
+    sp = llm.calls[0]["sampling_params"]
+    assert (sp.temperature, sp.max_tokens, sp.stop, sp.seed) == (0.0, PARAMS.max_new_tokens, None, 0)
+    assert sp.stop_token_ids == [base.tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    # the adapters are applied: three different models, three different sets of answers
+    texts = {k: [o.text for o in v] for k, v in outs.items()}
+    assert texts["a"] != texts["base"] and texts["b"] != texts["base"] and texts["a"] != texts["b"]
+    # the output mapping: the same records as the HF backend (one prompt per batch: no padding on either side)
+    for name, adapter in (("base", None), ("a", adapters[0]), ("b", adapters[1])):
+        hf = HFGenerator(str(tiny_dir), adapter, batch_size=1, device="cpu")
+        assert _records(outs[name]) == _records(hf.generate(PROMPTS, PARAMS, tag="t", progress=False)), name
+
+
+def test_a_retrained_adapter_gets_a_new_id_because_vllm_serves_an_id_from_its_cache(fake, tiny_dir, adapters,
+                                                                                      tmp_path):
+    folder = tmp_path / "seed0" / "adapter"
+    shutil.copytree(adapters[0], folder)
+    first = make_generator(str(tiny_dir), folder, backend="vllm")
+    first_out = _records(first.generate(PROMPTS, PARAMS, tag="t", progress=False))
+    for f in adapters[1].iterdir():                 # retrained in place: same path, new weights
+        shutil.copy(f, folder / f.name)
+    second = make_generator(str(tiny_dir), folder, backend="vllm")
+    assert (first.lora.lora_int_id, second.lora.lora_int_id) == (1, 2)
+    assert first.lora.lora_path == second.lora.lora_path
+    second_out = _records(second.generate(PROMPTS, PARAMS, tag="t", progress=False))
+    hf_b = HFGenerator(str(tiny_dir), adapters[1], batch_size=1, device="cpu")
+    assert second_out == _records(hf_b.generate(PROMPTS, PARAMS, tag="t", progress=False))
+    # why: the same id with the new path is served the first weights (the fixed id 1 of before did exactly this)
+    stale = type(first.lora)("stale", first.lora.lora_int_id, str(folder))
+    gen_stale = make_generator(str(tiny_dir), folder, backend="vllm")
+    gen_stale.lora = stale
+    assert _records(gen_stale.generate(PROMPTS, PARAMS, tag="t", progress=False)) == first_out != second_out
+
+
+def test_finish_reasons_counts_and_order_follow_vllms_outputs(fake, tiny_dir):
+    gen = make_generator(str(tiny_dir), backend="vllm")
+    scripted = [("eos", [5, 6, 7], "stop", None), ("end-of-turn token", [5, 2], "stop", 2),
+                ("cut at a stop string", [5, 6, 7, 8], "stop", "\n\n"), ("capped", [5] * 10, "length", None)]
+
+    def fake_generate(prompts, sampling_params=None, *, use_tqdm=True, lora_request=None):
+        return [fake_vllm.RequestOutput(str(i), None, p["prompt_token_ids"], None,
+                                        [fake_vllm.CompletionOutput(0, text, ids, None, None, finish, reason)],
+                                        True)
+                for i, (p, (text, ids, finish, reason)) in enumerate(zip(prompts, scripted))]
+
+    gen.engine.llm.generate = fake_generate
+    prompts = [[{"role": "user", "content": "x" * (i + 1)}] for i in range(4)]
+    out = gen._generate([gen.render(p) for p in prompts], PARAMS)
+    n_prompt = [len(gen.tokenizer(gen.render(p), add_special_tokens=False)["input_ids"]) for p in prompts]
+    assert _records(out) == [("eos", n_prompt[0], 3, "eos"), ("end-of-turn token", n_prompt[1], 2, "eos"),
+                             ("cut at a stop string", n_prompt[2], 4, "stop"), ("capped", n_prompt[3], 10, "length")]
+    gen.engine.llm.generate = lambda prompts, sp=None, **kw: fake_generate(prompts[:-1], sp)
+    with pytest.raises(RuntimeError, match="3 outputs for 4 prompts"):
+        gen._generate([gen.render(p) for p in prompts], PARAMS)
+
+
+def test_the_engine_sleeps_through_hf_work_and_wakes_to_generate(fake, tiny_dir):
+    base = make_generator(str(tiny_dir), backend="vllm")
+    llm = fake_vllm.GPU.engines[0]
+    # the failure this replaces: a second 0.85 engine next to an awake one is refused at startup
+    with pytest.raises(ValueError, match="less than desired GPU memory utilization"):
+        fake.LLM(str(tiny_dir), gpu_memory_utilization=0.85, enable_lora=True)
+    with hf_stage():
+        assert llm.sleeping and fake_vllm.GPU.reserved() == 0        # HF work gets the GPU
+    assert llm.sleeping                                            # still asleep until it is needed
+    out = base.generate(PROMPTS, PARAMS, tag="t", progress=False)
+    assert not llm.sleeping and len(out) == len(PROMPTS)
+    with hf_stage(), hf_stage():                                   # nested stages: one sleep, no error
+        pass
+
+
+def test_one_base_model_per_process_and_engine_options_are_checked(fake, tiny_dir, tmp_path):
+    make_generator(str(tiny_dir), backend="vllm", engine={"gpu_memory_utilization": 0.5, "max_lora_rank": 16})
+    assert fake_vllm.GPU.engines[0].init_kwargs["gpu_memory_utilization"] == 0.5
+    other = models.build_tiny(tmp_path / "other")
+    with pytest.raises(ValueError, match="one engine per process"):
+        make_generator(str(other), backend="vllm")
+    generate.shutdown_engine()
+    with pytest.raises(ValueError, match="unknown option"):
+        make_generator(str(tiny_dir), backend="vllm", engine={"gpu_memory_utilisation": 0.5})
+
+
+def test_a_full_fine_tune_is_refused_as_a_lora_adapter(fake, tiny_dir):
+    with pytest.raises(ValueError, match="not a LoRA adapter"):
+        make_generator(str(tiny_dir), tiny_dir, backend="vllm")
+
+
+# --- a whole cell on the vLLM backend: base scores from the base model ---------------------------------------------
+
+def _recipe(tiny_dir: Path):
+    from repro.driver.recipes import load_recipe  # noqa: PLC0415
+
+    r = load_recipe("smoke")
+    r.name, r.model, r.methods = "vllm-cell", str(tiny_dir), ["sft"]
+    r.tasks = {"squad": {"train": 4, "test": 2, "max_new_tokens": 8, "paraphrase_max_new_tokens": 8,
+                         "judge": "match"}}
+    r.generation = {"backend": "vllm", "batch_size": 16}
+    r.evaluation = {"cross_task": False, "forgetting_prompts": 2, "benchmark_seed": 1234, "benchmark_batch_size": 8,
+                    "chat_template": False, "headline_benchmarks": ["hellaswag"], "cross_domain_kl_texts": 1,
+                    "benchmarks": {"hellaswag": {"limit": 3}}}
+    return r
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dir, data_dir, tmp_path_factory) -> Path:
+    """A work folder holding the cell's targets (built through the stand-in) and its trained adapter; no
+    benchmark cache yet. Each test evaluates in a copy of it."""
+    from repro.driver.cell import Cell, CellRunner  # noqa: PLC0415
+
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as mp:
+        generate.shutdown_engine()
+        fake_vllm.install(mp)
+        runner = CellRunner(_recipe(tiny_dir), data_dir=data_dir, work_root=root / "runs",
+                            results_root=root / "results", progress=False)
+        cell = Cell("vllm-cell", "squad", "sft", 0)
+        runner.build_targets(cell)
+        _, adapter = runner.train(cell)
+        assert adapter is not None
+        generate.shutdown_engine()
+    assert not (root / "runs" / "cache" / "benchmarks").exists()
+    return root / "runs"
+
+
+def _runner(tiny_dir, data_dir, trained, tmp_path):
+    from repro.driver.cell import Cell, CellRunner  # noqa: PLC0415
+
+    shutil.copytree(trained, tmp_path / "runs")
+    runner = CellRunner(_recipe(tiny_dir), data_dir=data_dir, work_root=tmp_path / "runs",
+                        results_root=tmp_path / "results", progress=False)
+    cell = Cell("vllm-cell", "squad", "sft", 0)
+    assert runner.state(cell) == "trained"
+    return runner, cell, runner.paths(cell)["train"] / "adapter"
+
+
+def test_a_vllm_cell_scores_base_benchmarks_with_the_base_model(fake, tiny_dir, data_dir, trained, tmp_path):
+    """The base benchmark cache is empty when the tuned cell runs (as with `run --methods sft`): the base scores
+    must come from the base checkpoint, not from the tuned model the cell has at hand."""
+    from evals.benchmarks import BenchmarkSpec, evaluate_benchmarks  # noqa: PLC0415
+
+    runner, cell, adapter = _runner(tiny_dir, data_dir, trained, tmp_path)
+    ev = runner.evaluate(cell, adapter)
+    assert not hasattr(runner.base_generator(), "model")            # the generator has no HF model
+
+    assert len(fake_vllm.GPU.engines) == 1
+    llm = fake_vllm.GPU.engines[0]
+    assert {c["lora"].lora_int_id if c["lora"] else None for c in llm.calls} == {None, 1}
+    assert ev["generator"]["backend"] == "vllm" and ev["generator"]["adapter_path"] == str(adapter)
+    assert ev["general"]["model"]["peft"] is True
+    assert ev["base_general"]["model"]["peft"] is False, "the tuned model was scored as the base"
+    base_hf, tok = models.load(str(tiny_dir), device="cpu")
+    direct = evaluate_benchmarks(base_hf, tok, [BenchmarkSpec("hellaswag", limit=3)], data_dir=data_dir, seed=1234,
+                                 batch_size=8, chat_template=False, kl_texts=1)
+    logp = lambda out: [s["logp_correct"] for s in out["samples"]["hellaswag"]]  # noqa: E731
+    assert logp(ev["base_general"]) == pytest.approx(logp(direct), abs=1e-5)
+    assert logp(ev["general"]) != pytest.approx(logp(direct), abs=1e-5)      # the tuned model is another model
+    assert ev["forgetting"]["cross_domain"] is not None
+
+
+def test_a_missing_base_model_is_an_error_never_the_tuned_model(fake, tiny_dir, data_dir, trained, tmp_path,
+                                                                  monkeypatch):
+    runner, cell, adapter = _runner(tiny_dir, data_dir, trained, tmp_path)
+    real_load = models.load
+
+    def load(name, *, adapter=None, **kw):
+        if adapter is None:
+            raise FileNotFoundError(f"{name}: base checkpoint gone")
+        return real_load(name, adapter=adapter, **kw)
+
+    monkeypatch.setattr(models, "load", load)
+    with pytest.raises(FileNotFoundError, match="base checkpoint gone"):
+        runner.evaluate(cell, adapter)
+    cached = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "cache" / "benchmarks").glob("*.json")]
+    assert [c["model"]["peft"] for c in cached] == [True]           # the tuned scores only; no "base" entry
+
+
+# --- the GPU check script, where there is no GPU --------------------------------------------------------------------
+
+def test_gpu_check_without_cuda_says_so_and_exits_cleanly():
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: benchmarks/gpu_check.py would run its checks")
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check"], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("no CUDA")
