@@ -199,7 +199,7 @@ class FileTask(Task):
         if not _NAME.match(self.name):
             raise TaskSpecError(f"{f}: name: {self.name!r} must be lower-case letters, digits, '_' or '-' (it names "
                                 "result folders)")
-        from evals.tasks import TASKS  # noqa: PLC0415
+        from evals.tasks.registry import TASKS  # noqa: PLC0415
 
         if self.name in TASKS:
             raise TaskSpecError(f"{f}: name: {self.name!r} is a built-in task; choose another name")

@@ -369,7 +369,3 @@ def _adapter_sha(folder: Path) -> str | None:
     for f in files:
         h.update(f.read_bytes())
     return h.hexdigest()
-
-
-def load_candidates(path: Path) -> list[dict]:
-    return read_jsonl(path) if path.is_file() else []

@@ -6,9 +6,11 @@ example's candidate log-probabilities), so the regression checks can recompute t
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from repro.driver.schema import SCHEMA_VERSION
+from repro.runtime.store import read_jsonl
 
 if TYPE_CHECKING:
     from repro.driver.cell import Cell, CellRunner
@@ -67,7 +69,6 @@ def _strip(score: dict) -> dict:
 def assemble_result(runner: "CellRunner", cell: "Cell", summary: dict | None, targets_reused: bool,
                     train_log: dict | None, ev: dict) -> tuple[dict, list[dict]]:
     from repro.runtime import models, provenance  # noqa: PLC0415
-    from repro.driver.cell import load_candidates  # noqa: PLC0415
 
     recipe = runner.recipe
     scores = ev["scores"]
@@ -79,7 +80,7 @@ def assemble_result(runner: "CellRunner", cell: "Cell", summary: dict | None, ta
         for name, samples in general["samples"].items():
             items += [{"kind": "benchmark", "benchmark": name, **smp} for smp in samples]
     if summary is not None:
-        for c in load_candidates(runner.paths(cell)["targets"] / "candidates.jsonl"):
+        for c in _candidates(runner.paths(cell)["targets"] / "candidates.jsonl"):
             items.append({"kind": "candidates", "id": c["id"],
                           "logp": {s: v["logp"] for s, v in c["candidates"].items() if "logp" in v},
                           "accepted": {s: v["accepted"] for s, v in c["candidates"].items()},
@@ -151,3 +152,7 @@ def _counts(items: list[dict]) -> dict[str, int]:
     for it in items:
         out[it["kind"]] = out.get(it["kind"], 0) + 1
     return out
+
+
+def _candidates(path: Path) -> list[dict]:
+    return read_jsonl(path) if path.is_file() else []
