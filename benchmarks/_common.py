@@ -49,7 +49,7 @@ def environment(model: str | None = None) -> dict:
 class Timer:
     """Wall time of a block plus the 1-minute load average before and after it."""
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self.load_before = load()
         self.t0 = time.perf_counter()
         return self

@@ -120,8 +120,14 @@ def main(argv=None) -> int:
 
         from peft import LoraConfig, get_peft_model  # noqa: PLC0415
         from torch.utils.data import SequentialSampler  # noqa: PLC0415
-        from transformers import (AutoModelForCausalLM, DataCollatorForSeq2Seq, PrinterCallback,  # noqa: PLC0415
-                                  Trainer, TrainingArguments, set_seed)
+        from transformers import (  # noqa: PLC0415
+            AutoModelForCausalLM,
+            DataCollatorForSeq2Seq,
+            PrinterCallback,
+            Trainer,
+            TrainingArguments,
+            set_seed,
+        )
 
         class OrderedTrainer(Trainer):
             """The core's data order: the dataset is already laid out epoch by epoch; read it in sequence."""
@@ -203,7 +209,8 @@ def main(argv=None) -> int:
         n_total, n_train = rs[0]["total_params"], rs[0]["trainable_params"]
         seen_tps = C.median([r["seen_tokens_per_s"] for r in rs])
         flops_6n, flops_lora = 6 * n_total * seen_tps, (4 * n_total + 2 * n_train) * seen_tps
-        s = {"reps": len(rs), "micro_batch_budget": rs[0].get("micro_batch_budget"), "trained_tokens_per_s": C.median([r["trained_tokens_per_s"] for r in rs]),
+        s = {"reps": len(rs), "micro_batch_budget": rs[0].get("micro_batch_budget"),
+             "trained_tokens_per_s": C.median([r["trained_tokens_per_s"] for r in rs]),
              "seen_tokens_per_s": seen_tps, "wall_s": C.median([r["wall_s"] for r in rs]),
              "all_trained_tokens_per_s": [r["trained_tokens_per_s"] for r in rs],
              "final_loss": rs[0]["final_loss"], "losses": rs[0]["losses"],
@@ -259,7 +266,8 @@ def main(argv=None) -> int:
     }
     path = C.write_result("training", doc, args.out)
 
-    rows = [(arm, s["micro_batch_budget"] or "-", s["reps"], s["trained_tokens_per_s"], s["seen_tokens_per_s"], s["wall_s"], s["final_loss"],
+    rows = [(arm, s["micro_batch_budget"] or "-", s["reps"], s["trained_tokens_per_s"], s["seen_tokens_per_s"],
+             s["wall_s"], s["final_loss"],
              s["padding_fraction"]) for arm, s in summary.items()]
     print(C.table(rows, ["arm", "budget", "reps", "trained tok/s", "seen tok/s", "wall s", "final loss", "padding"]))
     print(f"\ncore / trainer: {ratio:.2f}x (target >= 1.3x: {'met' if ratio >= 1.3 else 'MISSED'}); "

@@ -1,4 +1,4 @@
-"""General-capability benchmarks (forgetting): MMLU, TruthfulQA mc1/mc2, HellaSwag, WinoGrande, ARC-Challenge.
+r"""General-capability benchmarks (forgetting): MMLU, TruthfulQA mc1/mc2, HellaSwag, WinoGrande, ARC-Challenge.
 
 Everything is scored by lm-evaluation-harness (0.4.13) on an already-loaded model, plain or an unmerged
 ``peft.PeftModel``, so a base model and its fine-tuned variants go through exactly the same code path;
@@ -22,8 +22,8 @@ TaskManager with ``metadata={"s3ft_data_dir": <data_dir>}``, and the loader join
 rendered or copied, the YAMLs stay at one stable path (so the ``datasets`` cache of processed docs is
 reused between runs), and the same YAMLs work from the lm-eval CLI::
 
-    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm_eval --model hf --model_args pretrained=<dir> \\
-        --include_path evals/lm_eval_tasks --tasks s3ft_mmlu,s3ft_hellaswag \\
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 lm_eval --model hf --model_args pretrained=<dir> \
+        --include_path evals/lm_eval_tasks --tasks s3ft_mmlu,s3ft_hellaswag \
         --metadata '{"s3ft_data_dir": "/work/shared/data"}'
 
 (``S3FT_DATA_DIR`` in the environment is the loader's fallback.) MMLU is one task per subject

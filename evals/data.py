@@ -11,10 +11,13 @@ import hashlib
 import json
 import logging
 import os
+import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from repro.runtime.store import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +54,6 @@ def file_sha256(path: Path) -> str:
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _sha_cache:
-        from repro.runtime.store import sha256_file  # noqa: PLC0415
-
         _sha_cache[key] = sha256_file(path)
     return _sha_cache[key]
 
@@ -199,7 +200,6 @@ def seeded_subset(items: list, limit: int | None, seed: int) -> list:
     """A reproducible subset of `limit` items, kept in their original order (None or >= len: all of them)."""
     if limit is None or limit >= len(items):
         return list(items)
-    import random  # noqa: PLC0415
 
     keep = sorted(random.Random(seed).sample(range(len(items)), limit))
     return [items[i] for i in keep]

@@ -1,7 +1,8 @@
 """Forgetting signals measured right after training.
 
-In-task (``forgetting_signal``): a cheap, low-noise forgetting signal measured right after training (Shenfeld et al. 2025, "RL's Razor": the
-KL between base and tuned model on the task's own prompts predicts forgetting better than anything else measured).
+In-task (``forgetting_signal``): a cheap, low-noise forgetting signal measured right after training
+(Shenfeld et al. 2025, "RL's Razor": the KL between base and tuned model on the task's own prompts predicts
+forgetting better than anything else measured).
 
 On held-out prompts of the task:
   kl_base_tuned  = mean over the base model's own response tokens of KL(p_base || p_tuned) at that position,

@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 
 from evals.judges.cached import judge_cached
+from evals.judges.text import READING_METRICS_VERSION
 from evals.stats import accuracy_summary
 from evals.tasks.base import Task
 from repro.runtime.cache import GenerationCache
@@ -23,7 +24,6 @@ def item_extras(task: Task, ex: dict, response: str) -> dict:
 
 def summarise_reading(items: Sequence[dict]) -> dict | None:
     """Cell-level reading metrics (points in [0, 1], words) from per-item records; None for non-reading tasks."""
-    from evals.judges.text import READING_METRICS_VERSION  # noqa: PLC0415
 
     if not items or "f1" not in items[0]:
         return None

@@ -33,6 +33,8 @@ from typing import Any
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from repro.runtime.scoring import score_sequences
+
 NAME = "s3ft-packed"
 DEFAULT_MAX_BATCH_TOKENS = 1024
 
@@ -53,7 +55,6 @@ class PackedLM(HFLM):
         self.stats: dict[str, int] = {}     # summed over calls: see repro.runtime.scoring.score_sequences
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
-        from repro.runtime.scoring import score_sequences  # noqa: PLC0415
 
         seqs, n_scored = [], []
         for _, context_enc, continuation_enc in requests:

@@ -21,6 +21,7 @@ A candidate is accepted only if (in this order; the first failure is its `reject
 """
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections import Counter, defaultdict
@@ -34,8 +35,8 @@ from evals.judges.filters import FILTER_VERSION, paraphrase_rejection
 from evals.tasks.base import Task
 from methods.registry import get_method
 from repro.runtime.cache import GenerationCache
-from repro.runtime.generate import DecodingParams, Generator, hf_model_of
-from repro.runtime.store import atomic_write_json, atomic_write_jsonl
+from repro.runtime.generate import DecodingParams, Generator, hf_model_of, hf_stage
+from repro.runtime.store import atomic_write_json, atomic_write_jsonl, read_jsonl
 
 SOURCES = ("model", "paraphrase", "gold")
 #: The stages that can reject a candidate, in the order they are applied.
@@ -228,14 +229,12 @@ def summarize(method_id: str, ctx: TargetContext, records: list[TargetRecord], c
 
 def _reason_kind(reason: str) -> str:
     """Group judge reasons ("12 != gold 18 (answer-is)") into kinds ("!= gold (answer-is)") for the summary."""
-    import re  # noqa: PLC0415
 
     return re.sub(r"'[^']*'|\"[^\"]*\"|-?\d[\d,.]*", "#", reason)[:60]
 
 
 def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = True, extra: dict | None = None) -> dict:
     """Run a method's target builder, score every candidate under the base model, write the three artefacts."""
-    from repro.runtime.scoring import score_responses  # noqa: PLC0415
 
     method = get_method(method_id)
     t_start = time.perf_counter()
@@ -261,10 +260,11 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
             where.append((ex_id, source))
     logps: dict[tuple[str, str], dict] = {}
     if score and items:
+        # scoring imports torch at module level: loaded only when a method scores its candidates
+        from repro.runtime.scoring import score_responses  # noqa: PLC0415
+
         t0 = time.perf_counter()
         gen = ctx.generator
-        from repro.runtime.generate import hf_stage  # noqa: PLC0415
-
         with hf_stage():                    # a vLLM engine sleeps while HF scores
             model = hf_model_of(gen)
             scores = score_responses(model, gen.tokenizer, items, cache=ctx.cache, identity=gen.identity,
@@ -298,7 +298,6 @@ def audit_records(targets_dir: Path) -> list[dict]:
     """One record per training example: which candidate became its target (or none: self_only drops examples), and
     every candidate's text, judge verdict, acceptance, reason, rejecting stage and finish reason - enough to check
     Table 3 and each target without rerunning. Joined from a build's targets.jsonl and candidates.jsonl."""
-    from repro.runtime.store import read_jsonl  # noqa: PLC0415
 
     targets = {r["id"]: r for r in read_jsonl(targets_dir / "targets.jsonl")}
     out = []

@@ -18,69 +18,21 @@ import contextlib
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
+import torch
+import torch.nn.functional as F  # noqa: N812
+from accelerate import Accelerator
+from accelerate.utils import DistributedType
+from peft import LoraConfig, get_peft_model
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, get_scheduler, set_seed
+
+from methods.train_config import TrainConfig
+from repro.runtime import models
 from repro.runtime.chat import EncodedPair, encode_pair
 from repro.runtime.packing import greedy_groups, packed_batch, packed_logits
-from repro.runtime.store import atomic_write_json, read_jsonl
-
-
-@dataclass
-class TrainConfig:
-    """Every knob of a training run. Recipes set these; methods never do."""
-
-    finetune: str = "lora"                      # "lora" | "full"
-    lora_r: int = 8                             # paper: r=8, alpha=16, dropout 0.1 (targets not reported)
-    lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
-    learning_rate: float = 1e-4
-    epochs: int = 2
-    batch_size: int = 8                         # examples per optimiser step, over all processes
-    max_tokens_per_micro_batch: int = 4096      # packing budget of one forward pass, per process
-    max_length: int = 1024                      # longer examples lose the end of their response
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    packing: bool = True                        # False: padded micro-batches (same loss, slower)
-    gradient_checkpointing: bool = False
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        types = {f.name: f.type for f in fields(cls)}
-        unknown = set(d) - set(types)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(types)}")
-        return cls(**{k: _coerce(k, v, types[k]) for k, v in d.items()})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _coerce(name: str, value: Any, type_name: str) -> Any:
-    """YAML reads 1e-4 as a string and users write "true"; accept those, reject anything else by name."""
-    try:
-        if type_name == "float":
-            return float(value)
-        if type_name == "int":
-            if isinstance(value, bool) or float(value) != int(float(value)):
-                raise ValueError
-            return int(float(value))
-        if type_name == "bool":
-            if isinstance(value, str) and value.lower() in ("true", "false"):
-                return value.lower() == "true"
-            if not isinstance(value, bool):
-                raise ValueError
-            return value
-        if type_name.startswith("list"):
-            return [value] if isinstance(value, str) else list(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"training option {name}={value!r} is not a valid {type_name}") from None
+from repro.runtime.store import atomic_write_json
 
 
 def encode_records(tokenizer, records: list[dict], max_length: int) -> tuple[list[EncodedPair], dict]:
@@ -104,8 +56,6 @@ def encode_records(tokenizer, records: list[dict], max_length: int) -> tuple[lis
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The data order of an epoch: a function of (n, seed, epoch) only, identical for every method."""
-    import torch  # noqa: PLC0415
-
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=g).tolist()
 
@@ -129,8 +79,6 @@ def micro_batches(indices: list[int], pairs: list[EncodedPair], budget: int, pac
 
 
 def _padded_batch(group: list[int], pairs: list[EncodedPair], pad_id: int, device) -> dict:
-    import torch  # noqa: PLC0415
-
     width = max(len(pairs[i].input_ids) for i in group)
     ids = torch.full((len(group), width), pad_id, dtype=torch.long)
     labels = torch.full((len(group), width), -100, dtype=torch.long)
@@ -145,8 +93,6 @@ def _padded_batch(group: list[int], pairs: list[EncodedPair], pad_id: int, devic
 
 def _loss_sum(model, group: list[int], pairs: list[EncodedPair], packing: bool, pad_id: int, device):
     """Summed cross-entropy over the trained tokens of a micro-batch."""
-    import torch.nn.functional as F  # noqa: PLC0415, N812
-
     if packing:
         batch = packed_batch([pairs[i] for i in group], device)
         logits, targets = packed_logits(model, batch), batch["targets"]
@@ -170,8 +116,6 @@ def _configure_deepspeed(accelerator, cfg: TrainConfig) -> None:
     micro-batch size and rejects the config; and the engine's own accumulation counter must stay at 1 because the
     step boundary is set per micro-batch (see the training loop). Micro-batch size 1 = one packed row (what
     DeepSpeed uses it for is throughput accounting only). Clipping is the engine's, so it takes cfg.max_grad_norm."""
-    from accelerate.utils import DistributedType  # noqa: PLC0415
-
     if accelerator.distributed_type != DistributedType.DEEPSPEED:
         return
     ds = accelerator.state.deepspeed_plugin.deepspeed_config
@@ -182,25 +126,10 @@ def _configure_deepspeed(accelerator, cfg: TrainConfig) -> None:
                "train_batch_size": accelerator.num_processes, "gradient_clipping": cfg.max_grad_norm or 0.0})
 
 
-def load_records(path: str | Path) -> list[dict]:
-    records = read_jsonl(path)
-    for i, r in enumerate(records, 1):
-        for key in ("prompt", "target"):
-            if key not in r:
-                raise ValueError(f"{path}:{i}: field '{key}' is missing")
-    return records
-
-
 def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str | Path, *,
           progress: bool = True, extra: dict | None = None) -> dict:
     """Fine-tune `model_name` on `records` ({prompt: messages, target: str}); saves the adapter (or full model)
     under out_dir/adapter and the training log under out_dir/train_log.json. Returns the log."""
-    import torch  # noqa: PLC0415
-    from accelerate import Accelerator  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM, get_scheduler, set_seed  # noqa: PLC0415
-
-    from repro.runtime import models  # noqa: PLC0415
 
     out_dir = Path(out_dir)
     if not records:
@@ -223,8 +152,6 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()
     if cfg.finetune == "lora":
-        from peft import LoraConfig, get_peft_model  # noqa: PLC0415
-
         lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                           target_modules=list(cfg.lora_target_modules), task_type="CAUSAL_LM")
         torch.manual_seed(cfg.seed)         # LoRA's A matrices are random: same seed, same start, every method

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from conftest import REPO, run_repro
+
 from repro.driver.schema import validate_result
 
 BUILD = ["build", "--task", "gsm8k", "--method", "s3ft", "--model", "tiny", "--limit", "48", "--batch-size", "2",

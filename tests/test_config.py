@@ -10,7 +10,7 @@ from evals import benchmarks
 from evals.judges import llm as llm_judge
 from evals.tasks.gsm8k import GSM8K
 from evals.tasks.squad import SQuAD
-from methods.train import TrainConfig
+from methods.train_config import TrainConfig
 from repro.driver import config as config_mod
 from repro.driver.cell import Cell, CellRunner
 from repro.driver.config import resolve

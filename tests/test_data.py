@@ -11,10 +11,19 @@ from pathlib import Path
 
 import pytest
 
-from evals.data import (DATA_DIR_ENV, DataError, Field, Source, group_split, load_source, read_jsonl,
-                        resolve_data_dir, seeded_subset, verify_file)
+from evals.data import (
+    DATA_DIR_ENV,
+    DataError,
+    Field,
+    Source,
+    group_split,
+    load_source,
+    read_jsonl,
+    resolve_data_dir,
+    seeded_subset,
+    verify_file,
+)
 from evals.tasks import get_task, list_tasks, task_class
-
 
 # --- helpers --------------------------------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_repro
+
 from repro.driver.schema import find_results, validate_result
 
 SMOKE_CELLS = {(t, m) for t in ("gsm8k", "mbpp", "squad") for m in ("base", "sft", "sdft", "s3ft", "ssr", "self_only")}

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, run_repro
+
 from evals.tasks import get_task
 from evals.tasks.from_file import FileTask, TaskSpecError
 
@@ -387,4 +387,5 @@ def test_target_building_applies_the_spec_validity_rule_to_paraphrases(tmp_path)
     ctx = TargetContext(task, exs, lambda: gen, DecodingParams(max_new_tokens=8), DecodingParams(max_new_tokens=8),
                         cache=None, progress=False)
     short, long_ = ctx.paraphrases(exs)
-    assert short.accepted and not long_.accepted and long_.reason == "invalid: longer than 3 words" and long_.rejected_by == "validity"
+    assert short.accepted and not long_.accepted
+    assert long_.reason == "invalid: longer than 3 words" and long_.rejected_by == "validity"

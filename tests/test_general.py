@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from repro.runtime.models import chat_template_sha
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

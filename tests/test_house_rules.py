@@ -11,29 +11,33 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("repro", "evals", "methods")
 
 #: Libraries whose import costs seconds or needs an optional extra: the only ones a function may import, so that
-#: `python -m repro ls` or `validate` never loads them. `evals.lm_backend` subclasses lm-eval's classes at module
-#: level, so importing it is importing lm-eval.
+#: `python -m repro ls` or `validate` never loads them. Three of our modules import them at module level, so
+#: importing one of those is importing torch or lm-eval: `evals.lm_backend` (subclasses lm-eval's classes),
+#: `methods.train` (the training core) and `repro.runtime.scoring` (log-likelihoods).
 HEAVY = {"torch", "transformers", "peft", "accelerate", "lm_eval", "vllm", "ray", "deepspeed", "datasets",
-         "matplotlib", "huggingface_hub", "tokenizers"}
-HEAVY_PROJECT = {"evals.lm_backend"}
+         "matplotlib"}
+HEAVY_PROJECT = {"evals.lm_backend", "methods.train", "repro.runtime.scoring"}
 MAX_FUNCTION_LEVEL_IMPORTS = 40
 
 
 def _function_level_imports() -> list[tuple[str, int, str]]:
+    """(file, line, module) of every import statement inside a function body."""
     found = []
     files = [p for pkg in PACKAGES for p in (REPO / pkg).rglob("*.py")] + [REPO / "paper_tables.py"]
     for path in files:
         tree = ast.parse(path.read_text(), filename=str(path))
-        top = set(map(id, tree.body))
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
-                if isinstance(node, ast.ImportFrom) and node.level:
-                    name = "." * node.level + (node.module or "")
-                elif isinstance(node, ast.ImportFrom):
-                    name = node.module or ""
-                else:
-                    name = node.names[0].name
-                found.append((str(path.relative_to(REPO)), node.lineno, name))
+        seen: set[int] = set()
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in seen:
+                    seen.add(id(node))
+                    if isinstance(node, ast.ImportFrom):
+                        name = "." * node.level + (node.module or "")
+                    else:
+                        name = node.names[0].name
+                    found.append((str(path.relative_to(REPO)), node.lineno, name))
     return found
 
 

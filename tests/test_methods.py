@@ -188,7 +188,8 @@ def test_reject_all_builds_exactly_the_gold_targets(reject_all_targets):
 def test_reject_all_trains_bit_identically_to_sft(reject_all_targets, tmp_path):
     from safetensors.torch import load_file
 
-    from methods.train import TrainConfig, load_records, train
+    from methods.train import train
+    from methods.train_config import TrainConfig, load_records
 
     cfg = TrainConfig(epochs=2, batch_size=4, learning_rate=1e-3, seed=7)
     logs, weights = {}, {}

@@ -231,7 +231,7 @@ def test_online_a_missing_snapshot_is_resolved_once_and_fetched_at_that_commit(t
         return str(snap)
 
     monkeypatch.setattr(HfApi, "model_info", model_info)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(models, "snapshot_download", snapshot_download)
     assert models.fingerprint("org/tiny") == f"hub:org/tiny@{SHA_MAIN}"
     assert models.local_path("org/tiny").endswith(f"snapshots/{SHA_MAIN}")
     assert asked == [("org/tiny", None)] and len(fetched) == 1     # resolved once, then the process's pin

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evals.judges import Verdict
-from evals.judges.validity import (gsm8k_invalid, intermediate_results, is_copy, mbpp_invalid, numbers_in)
+from evals.judges.validity import gsm8k_invalid, intermediate_results, is_copy, mbpp_invalid, numbers_in
 
 GOLD = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips altogether in "
         "April and May.\n#### 72")

@@ -99,7 +99,7 @@ def rejudge_problems(path: Path, data_dir: Path) -> tuple[list[str], list[str]]:
         if missing:
             problems.append(f"{path}: {name}: ids not in the test split: {missing[:5]}")
             continue
-        vkey = lambda r: (name, task.judge_version, r["id"], r["response"])   # noqa: E731
+        vkey = lambda r: (name, task.judge_version, r["id"], r["response"])   # noqa: E731, B023
         todo = list({vkey(r): r for r in recs if vkey(r) not in _VERDICTS}.values())
         for r, v in zip(todo, task.judge_many([by_id[r["id"]] for r in todo], [r["response"] for r in todo])):
             _VERDICTS[vkey(r)] = bool(v.correct)
@@ -528,8 +528,8 @@ def test_comparison_rows_recomputed(preset: str) -> None:
         measure = row["measure"]
         if measure.startswith("in-domain"):
             f = field[measure.split(" ")[1]]
-            per = lambda cs: [{it["id"]: float(it[f]) for it in items if it["kind"] == "task"  # noqa: E731
-                               and it["task"] == t} for _, items in cs]
+            per = lambda cs: [{it["id"]: float(it[f]) for it in items if it["kind"] == "task"  # noqa: E731, B023
+                               and it["task"] == t} for _, items in cs]  # noqa: B023  (used within the iteration)
             clusters = {it["id"]: it["cluster"] for _, items in A + B for it in items
                         if it["kind"] == "task" and "cluster" in it} or None
             binary = f in ("correct", "em", "contains")

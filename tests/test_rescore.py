@@ -33,8 +33,9 @@ def test_rescore_restores_reading_metrics(tmp_path: Path, data_dir: Path) -> Non
     doc["provenance"].pop("rescored")
     items = [{k: v for k, v in it.items() if k not in ("em", "f1", "contains", "answer_words", "cluster")}
              for it in _items(cell)]
-    from repro.runtime.store import jsonl_bytes  # noqa: PLC0415
     import hashlib  # noqa: PLC0415
+
+    from repro.runtime.store import jsonl_bytes  # noqa: PLC0415
 
     data = jsonl_bytes(items, compress=True)
     (cell / "items.jsonl.gz").write_bytes(data)

@@ -13,6 +13,8 @@ import signal
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 
+from tqdm import tqdm
+
 from evals.judges import Verdict
 from evals.judges.sandbox import SandboxResult, run_python
 
@@ -103,7 +105,6 @@ def judge_code_many(items: list[tuple[str, list[str], str]], *, workers: int | N
     """judge_code over (response, test_list, test_setup_code) items in parallel; verdicts in input order."""
     if not items:
         return []
-    from tqdm import tqdm  # noqa: PLC0415 (kept out of import time of the judges package)
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(items)))
     with ThreadPoolExecutor(max_workers=workers) as pool, \

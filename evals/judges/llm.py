@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from evals.judges import Verdict
+from repro.runtime.generate import DecodingParams
 
 if TYPE_CHECKING:
     from repro.runtime.generate import DecodingParams, Generator
@@ -46,8 +47,7 @@ class LLMJudge:
 
     version = JUDGE_VERSION
 
-    def __init__(self, generator: "Generator", params: "DecodingParams | None" = None) -> None:
-        from repro.runtime.generate import DecodingParams  # noqa: PLC0415  (keeps judges importable without torch)
+    def __init__(self, generator: Generator, params: DecodingParams | None = None) -> None:
 
         self.generator = generator
         self.params = params or DecodingParams(max_new_tokens=MAX_NEW_TOKENS)

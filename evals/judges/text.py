@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections import Counter
 from collections.abc import Sequence
 
 from evals.judges import Verdict
@@ -89,7 +90,6 @@ def exact_match_score(prediction: str, gold: str) -> float:
 
 def f1_score(prediction: str, gold: str) -> float:
     """SQuAD v1.1 token F1 between normalised prediction and gold (bag of tokens, as the official script)."""
-    from collections import Counter  # noqa: PLC0415
 
     pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
     common = Counter(pred) & Counter(ref)

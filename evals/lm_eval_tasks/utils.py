@@ -92,7 +92,11 @@ def hellaswag_process_docs(dataset: datasets.Dataset) -> datasets.Dataset:
 try:  # lm-eval's partial-evaluation formulation (lm_eval/tasks/winogrande/preprocess_winogrande.py)
     from lm_eval.tasks.winogrande.preprocess_winogrande import (
         doc_to_choice as winogrande_doc_to_choice,
+    )
+    from lm_eval.tasks.winogrande.preprocess_winogrande import (
         doc_to_target as winogrande_doc_to_target,
+    )
+    from lm_eval.tasks.winogrande.preprocess_winogrande import (
         doc_to_text as winogrande_doc_to_text,
     )
 except Exception:  # pragma: no cover - verbatim copy of lm-eval 0.4.13

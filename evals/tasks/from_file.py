@@ -43,6 +43,7 @@ cell that holds a list is written as JSON (``["a", "b"]``).
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
 import re
@@ -51,10 +52,18 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from evals.data import DataError, LoadedRows, file_sha256, group_split, verify_file
-from evals.judges import Verdict
+from evals.judges import Verdict, code, llm, numeric, pattern, text
+from evals.judges.code import judge_code_many
+from evals.judges.llm import LLMJudge
+from evals.judges.numeric import gold_answer, normalize_number
 from evals.tasks.base import Split, Task
+from evals.tasks.reading import PARAPHRASE
+from evals.tasks.registry import TASKS
+from repro.runtime.generate import make_generator
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 _NAME = re.compile(r"\A[a-z0-9][a-z0-9_\-]*\Z")
@@ -116,9 +125,6 @@ class Template:
         if self.format not in ("jinja", "python"):
             raise TaskSpecError(f"{where}.format: must be 'jinja' or 'python', not {self.format!r}")
         if self.format == "jinja":
-            from jinja2 import StrictUndefined, TemplateSyntaxError  # noqa: PLC0415
-            from jinja2.sandbox import ImmutableSandboxedEnvironment  # noqa: PLC0415
-
             env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False)
             try:
                 self._jinja = env.from_string(text)
@@ -199,7 +205,6 @@ class FileTask(Task):
         if not _NAME.match(self.name):
             raise TaskSpecError(f"{f}: name: {self.name!r} must be lower-case letters, digits, '_' or '-' (it names "
                                 "result folders)")
-        from evals.tasks.registry import TASKS  # noqa: PLC0415
 
         if self.name in TASKS:
             raise TaskSpecError(f"{f}: name: {self.name!r} is a built-in task; choose another name")
@@ -422,7 +427,7 @@ class FileTask(Task):
         return ex
 
     # --- prompts -----------------------------------------------------------------------------------------------
-    def _render(self, tpl: "Template", ex: dict, **extra: str) -> str:
+    def _render(self, tpl: Template, ex: dict, **extra: str) -> str:
         return tpl.render({**ex["fields"], **extra}).strip()
 
     def predict_messages(self, ex: dict) -> list[dict]:
@@ -433,8 +438,6 @@ class FileTask(Task):
         prompt = self.predict_messages(ex)[-1]["content"]
         gold = self.gold_response(ex)
         if self.paraphrase_template is None:
-            from evals.tasks.reading import PARAPHRASE  # noqa: PLC0415  (SDFT's general rewrite prompt)
-
             return [{"role": "user", "content": PARAPHRASE.format(instruction=prompt, gold=gold)}]
         return [{"role": "user", "content": self._render(self.paraphrase_template, ex, prompt=prompt, gold=gold)}]
 
@@ -487,8 +490,6 @@ class FileTask(Task):
         """What the judge compares a response with, resolved and type-checked for one example."""
         j, kind = self.judge_cfg, self.judge_kind
         if kind == "numeric":
-            from evals.judges.numeric import gold_answer, normalize_number  # noqa: PLC0415
-
             v = _field(ex, j["answer"], "judge.answer")
             if isinstance(v, bool) or not isinstance(v, (str, int, float)):
                 raise TaskSpecError(f"judge.answer: {j['answer']!r} must be a number or a string, got "
@@ -530,8 +531,6 @@ class FileTask(Task):
         kind, j = self.judge_kind, self.judge_cfg
         inputs = [self._judge_inputs(ex) for ex in examples]
         if kind == "code":
-            from evals.judges.code import judge_code_many  # noqa: PLC0415
-
             return judge_code_many([(r, t, s) for r, (t, s) in zip(responses, inputs)],
                                    timeout=float(j.get("timeout", 10)), progress=progress)
         if kind == "llm":
@@ -540,7 +539,6 @@ class FileTask(Task):
                                    "(the grid attaches the base model; `repro judge` takes --judge-model)")
             return self._llm.judge_many([self.question_text(ex) for ex in examples], list(responses),
                                         [" / ".join(a[:5]) for (a,) in inputs], progress=progress)
-        from evals.judges import numeric, pattern, text  # noqa: PLC0415
 
         out = []
         for r, args in zip(responses, inputs):
@@ -565,9 +563,6 @@ class FileTask(Task):
         """Attach the LLM judge. The grid passes the base model's; a spec naming another model gets that one,
         generating through the same cache."""
         if self.judge_model != "base":
-            from evals.judges.llm import LLMJudge  # noqa: PLC0415
-            from repro.runtime.generate import make_generator  # noqa: PLC0415
-
             judge = LLMJudge(make_generator(self.judge_model, cache=getattr(judge.generator, "cache", None)))
         self._llm = judge
 
@@ -595,23 +590,9 @@ class _FieldsTemplate(Template):
 # --- helpers -----------------------------------------------------------------------------------------------------
 
 def _base_judge_version(kind: str) -> str:
-    if kind == "numeric":
-        from evals.judges.numeric import JUDGE_VERSION  # noqa: PLC0415
-    elif kind == "contains":
-        from evals.judges.text import JUDGE_VERSION  # noqa: PLC0415
-    elif kind == "exact":
-        from evals.judges.text import EXACT_VERSION as JUDGE_VERSION  # noqa: PLC0415
-    elif kind == "f1":
-        from evals.judges.text import F1_VERSION as JUDGE_VERSION  # noqa: PLC0415
-    elif kind == "regex":
-        from evals.judges.pattern import REGEX_VERSION as JUDGE_VERSION  # noqa: PLC0415
-    elif kind == "choice":
-        from evals.judges.pattern import CHOICE_VERSION as JUDGE_VERSION  # noqa: PLC0415
-    elif kind == "code":
-        JUDGE_VERSION = "mbpp-exec-v2"  # evals.judges.code.JUDGE_VERSION; not imported: that loads the sandbox
-    else:
-        from evals.judges.llm import JUDGE_VERSION  # noqa: PLC0415
-    return JUDGE_VERSION
+    return {"numeric": numeric.JUDGE_VERSION, "contains": text.JUDGE_VERSION, "exact": text.EXACT_VERSION,
+            "f1": text.F1_VERSION, "regex": pattern.REGEX_VERSION, "choice": pattern.CHOICE_VERSION,
+            "code": code.JUDGE_VERSION}.get(kind, llm.JUDGE_VERSION)
 
 
 def _regex(text: str, where: str) -> re.Pattern:
@@ -666,7 +647,6 @@ def _choices(ex: dict, choices_path: str, answer_path: str) -> tuple[list[str], 
 
 def _jsonl_lines(path: Path, where: str) -> list[tuple[int, Any]]:
     """(line number, parsed row) of every non-blank line; a bad line fails with its number."""
-    import gzip  # noqa: PLC0415
 
     opener = gzip.open if path.suffix == ".gz" else open
     out = []

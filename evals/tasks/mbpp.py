@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from evals.data import Field, Source, check_row, load_source
+from evals.data import Field, LoadedRows, Source, check_row, load_source
 from evals.judges import Verdict
-from evals.judges.code import JUDGE_VERSION
+from evals.judges.code import JUDGE_VERSION, judge_code, judge_code_many
 from evals.judges.validity import VALIDITY_VERSION, mbpp_invalid
 from evals.tasks.base import Split, Task, user
 
@@ -35,7 +35,6 @@ PARAPHRASE = ("Below are an instruction that describes a task along with a refer
 def _load_rows(data_dir: Path | None):
     if data_dir is not None:
         return load_source(_SOURCE, data_dir)
-    from evals.data import LoadedRows  # noqa: PLC0415
 
     parts = [load_source(Source(_SOURCE.local, ("google-research-datasets/mbpp", "full", s), _FIELDS), None)
              for s in _HUB_SPLITS]
@@ -85,12 +84,10 @@ class MBPP(Task):
         return ex
 
     def judge(self, ex: dict, response: str) -> Verdict:
-        from evals.judges.code import judge_code  # noqa: PLC0415  (sandbox set-up only when judging code)
 
         return judge_code(response, ex["test_list"], ex.get("test_setup_code") or "")
 
     def judge_many(self, examples: Sequence[dict], responses: Sequence[str], *, progress: bool = False) -> list[Verdict]:
-        from evals.judges.code import judge_code_many  # noqa: PLC0415
 
         if len(examples) != len(responses):
             raise ValueError(f"{len(examples)} examples but {len(responses)} responses")

@@ -43,7 +43,7 @@ class ReadingTask(Task):
             raise DataError(f"{where}: field 'answers' has no non-blank alias")
         return ex
 
-    def use_llm_judge(self, judge: "LLMJudge") -> None:
+    def use_llm_judge(self, judge: LLMJudge) -> None:
         self._llm = judge
 
     def paraphrase_messages(self, ex: dict) -> list[dict]:

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from methods.train import TrainConfig, load_records, train
+from methods.train_config import TrainConfig, load_records
 from repro.driver.recipes import train_options
 
 
@@ -26,6 +26,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(train_options(args.config, args.overrides))
+    from methods.train import train  # noqa: PLC0415  (torch, accelerate, peft: only when training)
+
     log_ = train(args.model, load_records(args.targets), cfg, Path(args.out), progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:          # under accelerate launch, one process reports
         print(json.dumps({k: log_[k] for k in ("final_loss", "total_steps", "wall_time_s", "trained_tokens_per_s",

@@ -19,13 +19,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evals.benchmarks import evaluate_benchmarks
+from evals.data import seeded_subset
+from evals.forgetting import forgetting_signal, kl_on_texts
+from evals.indomain import evaluate_task
+from evals.judges.llm import LLMJudge
 from evals.tasks.base import Split, Task
+from methods.registry import get_method
+from methods.targets import AUDIT_BUDGET_BYTES, TargetContext, audit_records, build
+from methods.train_config import load_records
 from repro.driver.config import ResolvedConfig, make_task, resolve
 from repro.driver.recipes import Recipe
+from repro.driver.results import assemble_result
+from repro.driver.schema import validate_result
 from repro.runtime.cache import GenerationCache
 from repro.runtime.generate import DecodingParams, Generator, hf_model_of, hf_stage, make_generator, vllm_available
-from repro.runtime.store import (atomic_write_bytes, atomic_write_json, file_lock, jsonl_bytes, read_json, read_jsonl,
-                         remove_stale_temporaries)
+from repro.runtime.store import (
+    atomic_write_bytes,
+    atomic_write_json,
+    file_lock,
+    jsonl_bytes,
+    read_json,
+    remove_stale_temporaries,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +88,6 @@ class CellRunner:
         t = self._tasks[name]
         tc = self.config.tasks[name]
         if tc.judge_model is not None and name not in self._judges_attached:
-            from evals.judges.llm import LLMJudge  # noqa: PLC0415
-
             # The paper's judge is the base model itself (the default); `judge_model` names another one. A YAML spec
             # naming its own judge model replaces the generator given here (FileTask.use_llm_judge): no second load.
             own = getattr(t, "judge_model", None) not in (None, "base")
@@ -94,7 +108,6 @@ class CellRunner:
         return self._splits[(name, split)]
 
     def examples(self, name: str, split: str) -> list[dict]:
-        from evals.data import seeded_subset  # noqa: PLC0415
 
         tc = self.config.tasks[name]
         return seeded_subset(self.split(name, split).examples, getattr(tc, split), self.config.data_seed)
@@ -155,7 +168,6 @@ class CellRunner:
     # --- state ------------------------------------------------------------------------------------------------
     def state(self, cell: Cell) -> str:
         """"done" (valid result with this config), else how far the artefacts go: "trained", "targets", "todo"."""
-        from repro.driver.schema import validate_result  # noqa: PLC0415
 
         p = self.paths(cell)
         result = p["result"] / "result.json"
@@ -173,7 +185,6 @@ class CellRunner:
     # --- stages -----------------------------------------------------------------------------------------------
     def build_targets(self, cell: Cell) -> tuple[dict, bool]:
         """The method's targets for this task (shared by all seeds); returns (summary, reused)."""
-        from methods.targets import TargetContext, build  # noqa: PLC0415
 
         out = self.paths(cell)["targets"]
         h = self.targets_hash(cell)
@@ -188,7 +199,8 @@ class CellRunner:
             return build(cell.method, ctx, out, extra={"config_hash": h}), False
 
     def train(self, cell: Cell) -> tuple[dict, Path | None]:
-        from methods.train import load_records, train  # noqa: PLC0415
+        # the training core imports torch, accelerate and peft at module level: loaded only when a cell trains
+        from methods.train import train as train_core  # noqa: PLC0415
 
         p = self.paths(cell)
         h = self.train_hash(cell)
@@ -205,7 +217,7 @@ class CellRunner:
                 return train_log, None
             self.on_stage(cell, "train")
             with hf_stage():                          # a vLLM engine sleeps while training has the GPU
-                train_log = train(self.config.model, records, self.train_config(cell), p["train"],
+                train_log = train_core(self.config.model, records, self.train_config(cell), p["train"],
                                   progress=self.progress, extra={"config_hash": h})
             train_log["adapter_sha256"] = _adapter_sha(p["train"] / "adapter")
             atomic_write_json(log_path, train_log)
@@ -219,7 +231,6 @@ class CellRunner:
         ev = self.config.evaluation
         if not ev.benchmarks:
             return None
-        from evals.benchmarks import evaluate_benchmarks  # noqa: PLC0415
 
         # Keyed by the scored model's identity and the benchmark-stage hash (every resolved benchmark setting).
         path = self.bench_cache / f"{self.config.benchmark_cache_key(generator.identity)}.json"
@@ -235,7 +246,6 @@ class CellRunner:
     def evaluate(self, cell: Cell, adapter: Path | None) -> dict:
         """Generation first (in-domain tasks, the base answers the forgetting signal compares against), then
         every log-likelihood measure in one HF stage (a vLLM engine sleeps through it)."""
-        from evals.indomain import evaluate_task  # noqa: PLC0415
 
         self.on_stage(cell, "evaluate")
         base = self.base_generator()
@@ -293,7 +303,6 @@ class CellRunner:
     def _cross_domain_kl(self, hf_tuned: Any, tokenizer, base_general: dict,
                          base_model: Callable[[], Any]) -> dict | None:
         """KL(base||tuned) on texts of other domains: the headline benchmarks' first items (prompt + answer)."""
-        from evals.forgetting import kl_on_texts  # noqa: PLC0415
 
         names = list(self.config.evaluation.headline_benchmarks)
         texts = [t["text"] for n in names for t in (base_general.get("texts") or {}).get(n, [])]
@@ -313,7 +322,6 @@ class CellRunner:
         return prompts, own
 
     def _forgetting(self, hf_tuned: Any, tokenizer, prompts: list, own: list, cell: Cell, base_model: Any) -> dict:
-        from evals.forgetting import forgetting_signal  # noqa: PLC0415
 
         task = self.task(cell.task)
         exs = self.examples(cell.task, "test")[:len(prompts)]
@@ -324,7 +332,6 @@ class CellRunner:
 
     # --- the whole cell ---------------------------------------------------------------------------------------
     def run(self, cell: Cell) -> dict:
-        from methods.registry import get_method  # noqa: PLC0415
 
         if self.state(cell) == "done":
             return read_json(self.paths(cell)["result"] / "result.json")
@@ -335,7 +342,6 @@ class CellRunner:
             train_log, adapter = self.train(cell)
         ev = self.evaluate(cell, adapter)
         self.on_stage(cell, "write")
-        from repro.driver.results import assemble_result  # noqa: PLC0415
 
         result, items = assemble_result(self, cell, summary, targets_reused, train_log, ev)
         out = self.paths(cell)["result"]
@@ -349,7 +355,6 @@ class CellRunner:
 
     def _write_audit(self, cell: Cell, out: Path) -> dict:
         """The cell's targets and every candidate, compressed beside its result (README: Outputs, size budget)."""
-        from methods.targets import AUDIT_BUDGET_BYTES, audit_records  # noqa: PLC0415
 
         records = audit_records(self.paths(cell)["targets"])
         data = jsonl_bytes(records, compress=True)

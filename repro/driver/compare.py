@@ -12,6 +12,9 @@ from pathlib import Path
 
 import yaml
 
+from repro.driver.recipes import _set_dotted, available_presets, load_recipe, parse_overrides, task_entry
+from repro.runtime.store import atomic_write_bytes
+
 DEFAULT_PRESET = "quick"
 DEFAULT_METHODS = ("base", "sft", "s3ft")
 
@@ -20,7 +23,6 @@ def compare_recipe(preset: str, task: str, *, model: str | None = None, train: i
                    test: int | None = None, methods: list[str] | None = None, seeds: list[int] | None = None,
                    name: str | None = None, overrides: list[str] | None = None) -> dict:
     """The recipe (as a YAML-ready dict) of a comparison: `preset` with its tasks replaced by `task`."""
-    from repro.driver.recipes import _set_dotted, available_presets, load_recipe, parse_overrides, task_entry  # noqa: PLC0415
 
     if not Path(preset).is_file() and preset not in available_presets():
         raise ValueError(f"no preset {preset!r} (available: {', '.join(available_presets())}); pass --preset")
@@ -46,7 +48,6 @@ def compare_recipe(preset: str, task: str, *, model: str | None = None, train: i
 
 
 def write_recipe(raw: dict, work_dir: Path) -> Path:
-    from repro.runtime.store import atomic_write_bytes  # noqa: PLC0415
 
     path = Path(work_dir) / raw["name"] / "recipe.yaml"
     header = "# written by `python -m repro compare`; rerun that command (or `repro run --preset <this file>`)\n"

@@ -37,7 +37,7 @@ from evals.tasks import get_task
 from evals.tasks.base import Task
 from methods.registry import get_method, method_ids
 from methods.targets import check_versions
-from methods.train import TrainConfig
+from methods.train_config import TrainConfig
 from repro.driver.recipes import Recipe, config_hash, headline_benchmarks, headline_metric
 from repro.runtime.generate import DecodingParams
 

@@ -18,10 +18,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tabulate import tabulate
+
+from methods.registry import get_method
 from repro.driver.cell import Cell, CellRunner
 from repro.driver.recipes import Recipe
+from repro.runtime.models import CACHE_ENV, cache_root
 from repro.runtime.runlog import output_to_log
 from repro.runtime.store import atomic_write_json
+from repro.runtime.threads import pin_threads
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +167,6 @@ class Progress:
 
 
 def dry_run(runner: CellRunner, cells: Sequence[Cell], stream=sys.stdout) -> None:
-    from tabulate import tabulate  # noqa: PLC0415
 
     rows = [(c.task, c.method, c.seed, runner.state(c), runner.paths(c)["result"]) for c in cells]
     print(tabulate(rows, headers=["task", "method", "seed", "state", "result folder"]), file=stream)
@@ -188,8 +192,6 @@ def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress) -> 
 
 def _ray_runner(recipe_dict: dict, recipe_source: str, data_dir: str | None, work_root: str, results_root: str,
                 threads: int | None) -> CellRunner:
-    from repro.driver.recipes import Recipe  # noqa: PLC0415
-    from repro.runtime.threads import pin_threads  # noqa: PLC0415
 
     pin_threads(threads)    # the driver's count, not the one Ray derives from the task's num_cpus
     recipe = Recipe(source=recipe_source, **recipe_dict)
@@ -236,7 +238,6 @@ def ray_runtime_env(data_dir: Path | None, threads: int | None) -> dict:
     """The task-level runtime_env: the driver's S3FT_* and Hugging Face variables, with the cache and data
     directories made absolute (a worker's working directory is not the driver's). On a cluster these paths, like
     the work and results folders, must name a filesystem every node mounts."""
-    from repro.runtime.models import CACHE_ENV, cache_root  # noqa: PLC0415
 
     env = {k: v for k, v in os.environ.items() if k.startswith("S3FT_") or k in FORWARDED_ENV}
     env[CACHE_ENV] = str(cache_root().resolve())
@@ -261,7 +262,6 @@ def run_ray(runner: CellRunner, cells: Sequence[Cell], progress: Progress, *, ad
     import ray  # noqa: PLC0415
     from ray.exceptions import RayError  # noqa: PLC0415
 
-    from methods.registry import get_method  # noqa: PLC0415
 
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus, include_dashboard=False,

@@ -14,6 +14,12 @@ from typing import Any
 
 import yaml
 
+from evals.benchmarks import BENCHMARKS
+from evals.tasks import TASKS
+from evals.tasks.from_file import FileTask, is_task_file
+from methods.registry import method_ids
+from methods.train_config import TrainConfig
+
 RECIPE_DIR = Path(__file__).resolve().parents[1] / "recipes"
 
 TASK_KEYS = {"train", "test", "max_new_tokens", "paraphrase_max_new_tokens", "judge", "eval_batch_size",
@@ -116,7 +122,6 @@ def task_entry(key: str, settings: dict | None, base_dir: Path | None = None) ->
     """(task name, settings) of one ``tasks:`` entry. A YAML task spec - given as the key (``my/task.yaml: {...}``)
     or as ``file:`` - is keyed by the name inside it, with ``file`` its absolute path; a built-in task is unchanged.
     Relative spec paths resolve against the working directory, else against `base_dir` (the recipe's folder)."""
-    from evals.tasks.from_file import FileTask, is_task_file  # noqa: PLC0415
 
     settings = dict(settings or {})
     file = settings.get("file") or (key if is_task_file(key) else None)
@@ -142,9 +147,6 @@ def resolve_task_files(tasks: dict, base_dir: Path | None = None) -> dict:
 
 
 def validate_recipe(r: Recipe) -> None:
-    from evals.tasks import TASKS  # noqa: PLC0415
-    from methods.registry import method_ids  # noqa: PLC0415
-    from methods.train import TrainConfig  # noqa: PLC0415
 
     where = f"recipe {r.name} ({r.source})"
     for task, settings in r.tasks.items():
@@ -182,7 +184,6 @@ def validate_recipe(r: Recipe) -> None:
 def headline_benchmarks(evaluation: dict) -> list[str]:
     """The benchmarks whose mean drop is the headline average (the paper's four): the recipe's
     ``evaluation.headline_benchmarks``, else the registry's ``headline`` flags among the recipe's benchmarks."""
-    from evals.benchmarks import BENCHMARKS  # noqa: PLC0415
 
     names = list(evaluation.get("benchmarks") or {})
     given = evaluation.get("headline_benchmarks")

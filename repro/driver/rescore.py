@@ -16,12 +16,16 @@ import hashlib
 import json
 from pathlib import Path
 
+from evals.indomain import item_extras, summarise_reading
+from evals.tasks import get_task
+from repro.driver.recipes import headline_metric, load_recipe
+from repro.driver.schema import find_results
+from repro.runtime.provenance import git_info
 from repro.runtime.store import atomic_write_bytes, atomic_write_json, jsonl_bytes
 
 
 def _recipe_tasks(preset: str, stored: dict) -> dict:
     """The preset's task settings now (its headline metrics), else those stored with the cell."""
-    from repro.driver.recipes import load_recipe  # noqa: PLC0415
 
     try:
         return load_recipe(preset).tasks
@@ -31,10 +35,6 @@ def _recipe_tasks(preset: str, stored: dict) -> dict:
 
 def rescore_result(path: Path, data_dir: Path | None, *, splits: dict) -> bool:
     """Re-score one result.json in place; returns whether anything changed."""
-    from evals.indomain import item_extras, summarise_reading  # noqa: PLC0415
-    from evals.tasks import get_task  # noqa: PLC0415
-    from repro.runtime.provenance import git_info  # noqa: PLC0415
-    from repro.driver.recipes import headline_metric  # noqa: PLC0415
 
     doc = json.loads(path.read_text())
     items_path = path.parent / doc["items"]["path"]
@@ -83,7 +83,6 @@ def rescore_result(path: Path, data_dir: Path | None, *, splits: dict) -> bool:
 
 
 def rescore(paths: list[Path], data_dir: Path | None) -> tuple[int, int]:
-    from repro.driver.schema import find_results  # noqa: PLC0415
 
     files = [p for root in paths for p in find_results(root)
              if not {"tables", "figures"} & set(p.relative_to(root).parts if root.is_dir() else ())]

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evals.stats import average_drop, drop_with_uncertainty
 from repro.driver.schema import SCHEMA_VERSION
+from repro.runtime import models, provenance
 from repro.runtime.store import read_jsonl
 
 if TYPE_CHECKING:
@@ -31,7 +33,6 @@ def compute_drops(base: dict, tuned: dict, *, seed: int = 0, headline: list[str]
     over every benchmark (the extended average) and over the headline benchmarks (the paper's four: its "average
     drop", which the paper reports with the opposite sign, base - tuned), and per benchmark the mean change of
     log p(correct choice), tuned - base (a continuous per-item measure; negative = the model moved away)."""
-    from evals.stats import average_drop, drop_with_uncertainty  # noqa: PLC0415
 
     per, paired = {}, {}
     for name, metric in tuned["primary_metric"].items():
@@ -66,9 +67,8 @@ def _strip(score: dict) -> dict:
     return {k: v for k, v in score.items() if k != "items"}
 
 
-def assemble_result(runner: "CellRunner", cell: "Cell", summary: dict | None, targets_reused: bool,
+def assemble_result(runner: CellRunner, cell: Cell, summary: dict | None, targets_reused: bool,
                     train_log: dict | None, ev: dict) -> tuple[dict, list[dict]]:
-    from repro.runtime import models, provenance  # noqa: PLC0415
 
     recipe = runner.recipe
     scores = ev["scores"]

@@ -74,7 +74,7 @@ def comparison_rows(g: Grid) -> list[dict]:
                             None) for bn in head}
                 z = {bn: bench_seed_means([base], bn, "logp_correct")[0] for bn in head}
                 r = paired_average_comparison(per, seed=BOOT_SEED)
-                shift = lambda s: mean([sum(s[bn][k] - z[bn][k] for k in s[bn]) / len(s[bn]) for bn in head])  # noqa: E731
+                shift = lambda s: mean([sum(s[bn][k] - z[bn][k] for k in s[bn]) / len(s[bn]) for bn in head])  # noqa: E731, B023
                 out.append({**common, "measure": "Δ log p(correct), paper four (tuned − base, nats)", "kind": "logp",
                             **r, "value_a": shift({bn: per[bn][0] for bn in head}),
                             "value_b": shift({bn: per[bn][1] for bn in head}), "unit": "nats", "scale": 1.0,
@@ -96,7 +96,7 @@ def table_comparisons(g: Grid) -> Table:
             continue
         sc = r["scale"]
         val = (lambda x: f"{x:+.4f}") if r["unit"] == "nats" else (
-            (lambda x: effect_txt(x, sc)) if r["kind"] == "drop" else pts)
+            (lambda x: effect_txt(x, sc)) if r["kind"] == "drop" else pts)  # noqa: B023  (used within the iteration)
         n = f"{r['n']}" + (f" ({r['n_clusters']} passages)" if r.get("n_clusters", r["n"]) < r["n"] else "")
         mde = mde_txt(r["mde"], sc) + (" nats" if r["unit"] == "nats" else "")
         rows.append([r["task"], f"{r['a']} vs {r['b']}", r["measure"], f"{r['seeds_a']}/{r['seeds_b']}", n,

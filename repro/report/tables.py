@@ -201,7 +201,7 @@ def table_forgetting(g: Grid) -> Table:
         if not fs:
             continue
         used += cs
-        raw = lambda k: mean_sd([f[k] for f in fs], scale_pts=False)   # noqa: E731  (nats, not points)
+        raw = lambda k: mean_sd([f[k] for f in fs], scale_pts=False)   # noqa: E731, B023  (nats, not points)
         cross = [(f.get("cross_domain") or {}).get("kl_base_tuned_per_token") for f in fs]
         rows.append([t, m, str(len(fs)), raw("kl_base_tuned_per_token"), raw("nll_gold_tuned_per_token"),
                      raw("nll_gold_base_per_token"),

@@ -6,15 +6,22 @@ from the cache instead. Work is written to the cache batch by batch, so a killed
 """
 from __future__ import annotations
 
+import gc
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from tqdm.auto import tqdm
+
+from repro.runtime import models
 from repro.runtime.cache import GenerationCache, cache_key
-from repro.runtime.chat import Message, render_prompt
+from repro.runtime.chat import Message, TemplateAlignmentError, end_of_turn_id, render_prompt
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,7 +73,6 @@ class Generator:
 
     def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
                  batch_size: int = 16) -> None:
-        from repro.runtime import models  # noqa: PLC0415
 
         self.model_name = model
         self.adapter = str(adapter) if adapter else None
@@ -106,7 +112,6 @@ class Generator:
         """Generate the batches that hold uncached prompts. Batches are cut from the whole call's prompt list
         (longest first, ties by key), never from the uncached remainder: greedy outputs depend slightly on batch
         composition, and this way a resumed run forms exactly the batches an uninterrupted run would have."""
-        from tqdm.auto import tqdm  # noqa: PLC0415
 
         lengths = {k: len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for k, t in prompts.items()}
         order = sorted(prompts, key=lambda k: (-lengths[k], k))
@@ -174,7 +179,6 @@ class HFGenerator(Generator):
     def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
                  batch_size: int = 16, device: str | None = None, model_obj: Any = None, static_cache: bool = False):
         super().__init__(model, adapter, cache=cache, batch_size=batch_size)
-        from repro.runtime import models  # noqa: PLC0415
 
         if model_obj is None:
             model_obj, _ = models.load(model, adapter=adapter, device=device)
@@ -242,7 +246,6 @@ class VLLMEngine:
     def __init__(self, model: str, **options: Any) -> None:
         from vllm import LLM  # noqa: PLC0415
 
-        from repro.runtime import models  # noqa: PLC0415
 
         unknown = set(options) - set(ENGINE_OPTIONS)
         if unknown:
@@ -302,7 +305,6 @@ def shutdown_engine() -> None:
 
 
 def _release_torch_memory() -> None:
-    import gc  # noqa: PLC0415
 
     gc.collect()
     try:
@@ -367,7 +369,6 @@ class VLLMGenerator(Generator):
 def _end_of_turn_ids(tokenizer) -> set[int]:
     """The token the chat template ends a reply with: generation stops on it, because training ends on it
     (repro.runtime.chat). Empty where the template cannot be aligned (training on it raises; generating is still fine)."""
-    from repro.runtime.chat import TemplateAlignmentError, end_of_turn_id  # noqa: PLC0415
 
     try:
         return {end_of_turn_id(tokenizer)}
@@ -402,7 +403,5 @@ def hf_model_of(generator: Any) -> Any:
     own, else (vLLM holds no HF model) the generator's model and adapter loaded with transformers, once per call."""
     model = getattr(generator, "model", None)
     if model is None:
-        from repro.runtime import models  # noqa: PLC0415
-
         model, _ = models.load(generator.model_name, adapter=getattr(generator, "adapter", None))
     return model

@@ -17,10 +17,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from huggingface_hub import HfApi, constants, snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers import models as tokenizer_models
 
 from repro.runtime import provenance
 from repro.runtime.store import file_lock, sha256_file
@@ -127,8 +133,6 @@ _SNAPSHOTS: dict[tuple[str, str | None], tuple[str, Path]] = {}
 
 
 def _hub_offline() -> bool:
-    from huggingface_hub import constants  # noqa: PLC0415
-
     flag = os.environ.get("HF_HUB_OFFLINE", "")
     return bool(constants.HF_HUB_OFFLINE) or flag.upper() in ("1", "ON", "YES", "TRUE")
 
@@ -164,9 +168,6 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> tuple[str, Path]:
     key = (repo_id, revision)
     if key in _SNAPSHOTS:
         return _SNAPSHOTS[key]
-    from huggingface_hub import snapshot_download  # noqa: PLC0415
-    from huggingface_hub.errors import LocalEntryNotFoundError  # noqa: PLC0415
-
     try:
         local: Path | None = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
     except LocalEntryNotFoundError as e:
@@ -178,8 +179,6 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> tuple[str, Path]:
             raise FileNotFoundError(f"{repo_id}{'@' + revision if revision else ''} is not in the local HF cache "
                                     f"with its weights, and HF_HUB_OFFLINE is set: download it once with network "
                                     f"access (or unset HF_HUB_OFFLINE)")
-        from huggingface_hub import HfApi  # noqa: PLC0415
-
         info = HfApi().model_info(repo_id, revision=revision)
         folder = Path(snapshot_download(repo_id, revision=info.sha, allow_patterns=_HUB_FILES + _weight_files(
             [s.rfilename for s in info.siblings or []])))
@@ -293,10 +292,9 @@ def build_tiny(folder: Path | None = None) -> Path:
         if done.is_file():
             return out
         import torch  # noqa: PLC0415
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
         from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: PLC0415
 
-        bpe = Tokenizer(models.BPE(unk_token=None))
+        bpe = Tokenizer(tokenizer_models.BPE(unk_token=None))
         bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         bpe.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=_SPECIAL, show_progress=False,
@@ -356,7 +354,7 @@ def fingerprint(name: str) -> str:
     return fingerprint_folder(Path(local_path(name)))
 
 
-def default_dtype(device: str) -> "Any":
+def default_dtype(device: str) -> Any:
     """bf16 on GPU, fp32 on CPU (bf16 matmuls are slow and lossy on most CPUs)."""
     import torch  # noqa: PLC0415
 
@@ -387,8 +385,6 @@ def load(name: str, *, adapter: str | Path | None = None, device: str | None = N
     tok = load_tokenizer(name)
     model = AutoModelForCausalLM.from_pretrained(local_path(name), dtype=dtype).to(device)
     if adapter is not None:
-        import warnings  # noqa: PLC0415
-
         from peft import PeftModel  # noqa: PLC0415
 
         with warnings.catch_warnings():     # peft 0.21 reads a property transformers 5 deprecates; harmless

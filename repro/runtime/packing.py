@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from repro.runtime.chat import EncodedPair
 
 
@@ -31,8 +33,6 @@ def greedy_groups(indices: Sequence[int], lengths: Sequence[int], budget: int) -
 def packed_batch(pairs: Sequence[EncodedPair], device) -> dict:
     """One row of concatenated examples: model inputs, labels (-100 on prompts) and the positions that predict a
     trained token (each example's first label is a prompt token, so no position predicts across examples)."""
-    import torch  # noqa: PLC0415
-
     ids, pos, labels = [], [], []
     for p in pairs:
         ids += p.input_ids
@@ -128,8 +128,6 @@ def tree_row(tree: PrefixTree, tops: Sequence[int], n_cached: int, device) -> di
     of ``n_cached`` tokens): input ids, position ids, a boolean [1, 1, L, n_cached + L] mask in which a token sees
     the cached context, its ancestors and the earlier tokens of its own segment, and the nodes whose logits are
     wanted."""
-    import torch  # noqa: PLC0415
-
     nodes, seg_of_tok, last = [], [], []
     for top in tops:
         order = tree.preorder(top)

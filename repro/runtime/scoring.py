@@ -13,6 +13,9 @@ import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+from tqdm.auto import tqdm
+
 from repro.runtime.cache import GenerationCache, cache_key
 from repro.runtime.chat import EncodedPair, Message, encode_pair
 from repro.runtime.packing import PrefixTree, tree_row
@@ -53,9 +56,6 @@ def score_sequences(model, seqs: Sequence[Sequence[int]], n_scored: Sequence[int
     ``stats``, when given, is updated with counts: sequences, input tokens (what one-by-one scoring would run),
     computed tokens (distinct prefixes actually run), rows and cached segments.
     """
-    import torch  # noqa: PLC0415
-    from tqdm.auto import tqdm  # noqa: PLC0415
-
     tree = PrefixTree(seqs, n_scored)
     device = next(model.parameters()).device
     logps = [[0.0] * n for n in n_scored]
@@ -147,13 +147,10 @@ class _ModelCall:
     def mask(self, visible):
         if not self.additive:
             return visible
-        import torch  # noqa: PLC0415
-
         return torch.zeros(visible.shape, dtype=self.dtype, device=visible.device).masked_fill(
             ~visible, torch.finfo(self.dtype).min)
 
     def __call__(self, ids, pos, mask, ctx, keep, *, return_kv: bool = False):
-        import torch  # noqa: PLC0415
         from transformers import DynamicCache  # noqa: PLC0415
 
         cache = DynamicCache(ctx) if ctx is not None else (DynamicCache() if return_kv else None)

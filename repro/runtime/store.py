@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gzip
+import hashlib
 import json
 import os
 import tempfile
@@ -13,7 +14,6 @@ from typing import Any
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    import hashlib  # noqa: PLC0415
 
     h = hashlib.sha256()
     with open(path, "rb") as f:

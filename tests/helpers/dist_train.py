@@ -79,7 +79,8 @@ def main() -> None:
         _force_zero3()
     elif mode != "ddp":
         raise SystemExit(f"unknown mode {mode!r}: ddp, fsdp2 or zero3")
-    from methods.train import TrainConfig, load_records, train  # noqa: PLC0415
+    from methods.train import train  # noqa: PLC0415
+    from methods.train_config import TrainConfig, load_records  # noqa: PLC0415
 
     train(spec["model"], load_records(spec["targets"]), TrainConfig(**spec["config"]), spec["out"], progress=False,
           extra={"dist_mode": mode})

@@ -6,13 +6,16 @@ import json
 from functools import cache
 from pathlib import Path
 
+import jsonschema
+
+from methods.registry import get_method, method_ids
+
 SCHEMA_VERSION = "s3ft-bench/result-v1"
 SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 
 
 @cache
 def _validator():
-    import jsonschema  # noqa: PLC0415
 
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -49,7 +52,6 @@ def validate_result(path: str | Path) -> list[str]:
     if doc["cell"]["task"] != doc["in_domain"]["task"]["task"]:
         problems.append(f"{path}: in_domain is for task {doc['in_domain']['task']['task']}, cell is "
                         f"{doc['cell']['task']}")
-    from methods.registry import get_method, method_ids  # noqa: PLC0415
 
     method = doc["cell"]["method"]
     trains = method in method_ids() and get_method(method).trains
