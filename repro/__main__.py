@@ -11,6 +11,7 @@
   validate  check result files against the schema
   rescore   add reading metrics (official SQuAD EM/F1, containment, answer length) to stored cells
   doctor    the code sandbox, data, models and device this machine gives a run
+  power     minimum detectable effects (80% power) of a study's sizes, from committed item-level results
 """
 from __future__ import annotations
 
@@ -598,6 +599,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("validate", help="check result files against the schema")
     sp.add_argument("paths", nargs="+", help="result.json files or folders to search")
     sp.set_defaults(func=cmd_validate)
+
+    from repro.report import power  # noqa: PLC0415  (light: scipy loads only when it runs)
+
+    sp = sub.add_parser("power", help="minimum detectable effects of a study's sizes, from item-level results",
+                        description=power.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    power.add_arguments(sp)
+    sp.set_defaults(func=power.main)
 
     sp = sub.add_parser("rescore", help="re-score stored cells: reading metrics from their stored responses",
                         description=(

@@ -1,0 +1,1 @@
+"""Report layer: tables, figures, summaries and power analysis over result files."""
