@@ -100,3 +100,13 @@ def test_power_command_on_committed_mini(capsys, tmp_path):
     assert len(rows) == 2
     m48, m536 = (float(r.split("|")[2]) for r in rows)
     assert m536 < m48                                    # more items, smaller MDE (even clustered)
+
+
+def test_bench_sizes_per_benchmark_and_capped():
+    full = {"mmlu": 14042, "truthfulqa_mc2": 817}
+    names = ["mmlu", "truthfulqa_mc2"]
+    assert power._sizes("1000", names, full) == [1000, 817]
+    assert power._sizes("570/all", names, full) == [570, 817]
+    assert power._sizes("all", names, {"mmlu": 14042}) is None      # size unknown without data
+    with pytest.raises(ValueError, match="2 benchmarks"):
+        power._sizes("1/2/3", names, full)

@@ -304,6 +304,24 @@ def doubled(c: Components) -> Components:
                       deff=c.deff, rho=c.rho, clusters=c.clusters, notes=c.notes)
 
 
+def _sizes(spec: str, benches: Sequence[str], full_sizes: Mapping[str, int]) -> list[int] | None:
+    """Items per benchmark from one --n-bench entry: N (each benchmark, capped at its size), 'all', or one value per
+    benchmark joined by '/' in the benchmarks' order (e.g. 570/all/300/all). None when 'all' is asked for a benchmark
+    whose size is unknown (no data here)."""
+    vals = spec.split("/") if "/" in spec else [spec] * len(benches)
+    if len(vals) != len(benches):
+        raise ValueError(f"--n-bench {spec!r}: {len(vals)} sizes for {len(benches)} benchmarks {list(benches)}")
+    out = []
+    for v, nm in zip(vals, benches):
+        if v == "all":
+            if nm not in full_sizes:
+                return None
+            out.append(full_sizes[nm])
+        else:
+            out.append(min(int(v), full_sizes.get(nm, int(v))))
+    return out
+
+
 def power_report(cells: Mapping[str, list[CellItems]], *, task: str, a: str, b: str, metric: str,
                  benches: Sequence[str], n_test: Sequence[int], n_bench: Sequence[int | str], seeds: Sequence[int],
                  full_sizes: Mapping[str, int], clusters_total: int | None, source: str,
@@ -354,10 +372,9 @@ def power_report(cells: Mapping[str, list[CellItems]], *, task: str, a: str, b: 
         lines += ["| items per benchmark | " + " | ".join(f"{s} seed{'s' if s > 1 else ''}" for s in seeds) + " |",
                   "|---|" + "---|" * len(seeds)]
         for nb in n_bench:
-            if nb == "all" and not all(nm in full_sizes for nm in benches):
+            sizes = _sizes(str(nb), benches, full_sizes)
+            if sizes is None:
                 continue
-            sizes = [full_sizes[nm] if nb == "all" else min(int(nb), full_sizes.get(nm, int(nb)))
-                     for nm in benches]
             parts = [{"sd_item": per[nm].sd_item, "item_seed_var": per[nm].item_seed_var, "binary": per[nm].binary}
                      for nm in benches]
             row = [_pts(mde_average(parts, sizes, seeds=s, seed_var=seed_var), 100.0) for s in seeds]
@@ -378,7 +395,8 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--benchmarks", nargs="*", help="benchmarks averaged in (b) (default: the cells' headline four)")
     sp.add_argument("--n-test", nargs="+", type=int, default=[100, 200, 300, 536], help="test sizes to tabulate")
     sp.add_argument("--n-bench", nargs="+", default=["100", "250", "500", "all"],
-                    help="items per benchmark to tabulate (capped at each benchmark's size; 'all' = every item)")
+                    help="items per benchmark to tabulate (capped at each benchmark's size; 'all' = every item; "
+                         "or one size per benchmark joined by '/', in the --benchmarks order, e.g. 570/all/300/all)")
     sp.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seed counts to tabulate")
     sp.add_argument("--test-clusters", type=int,
                     help="clusters (passages) the design's test items come from (default: the task's whole test "
