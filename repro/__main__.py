@@ -339,7 +339,7 @@ def cmd_eval(args) -> int:
 def cmd_run(args) -> int:
     from repro.driver.cell import CellRunner  # noqa: PLC0415
     from repro.doctor import lines  # noqa: PLC0415
-    from repro.driver.grid import Progress, dry_run, plan, run_local, run_ray  # noqa: PLC0415
+    from repro.driver.grid import GitCommitter, Progress, dry_run, plan, run_local, run_ray  # noqa: PLC0415
     from repro.driver.recipes import load_recipe  # noqa: PLC0415
     from repro.runtime.runlog import output_to_log, tail  # noqa: PLC0415
     from repro.runtime.threads import pin_threads  # noqa: PLC0415
@@ -353,6 +353,11 @@ def cmd_run(args) -> int:
         print(f"preset {recipe.name} ({recipe.source}): model {recipe.model}")
         dry_run(runner, cells)
         return 0
+    try:
+        commit = GitCommitter(runner.results.parent) if args.commit else None    # refuses an ignored folder up front
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     threads = pin_threads(args.threads)
     say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     for line in lines(data_dir):
@@ -377,9 +382,9 @@ def cmd_run(args) -> int:
                 progress.update()
                 if args.executor == "ray":
                     run_ray(runner, cells, progress, address=args.ray_address, num_cpus=args.ray_num_cpus,
-                            threads=threads)
+                            threads=threads, commit=commit)
                 else:
-                    run_local(runner, cells, progress)
+                    run_local(runner, cells, progress, commit=commit)
             finally:
                 progress.close()
     print(f"done: {len(progress.done)}/{len(cells)} cells in {_elapsed(progress.t0)}; results in {runner.results}; "
@@ -484,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=int, help="torch threads, pinned for the run and every worker it starts "
                                                  "(default: $S3FT_THREADS, else torch's default here)")
     sp.add_argument("--no-table", action="store_true", help="do not print the comparison tables at the end")
+    sp.add_argument("--commit", action="store_true",
+                    help="git-commit each cell's result files as soon as the cell finishes (only those paths), so a "
+                         "long run survives a killed session and a fresh clone resumes from the committed cells; "
+                         "needs --results-dir inside the repository and not ignored (e.g. results)")
     sp.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     common(sp)
     sp.set_defaults(func=cmd_run)
