@@ -84,6 +84,10 @@ def test_cluster_design_effect_and_projection():
     assert deff == pytest.approx(1 + (m - 1) * rho, rel=0.2)
     assert power.projected_deff(0.3, 500, 25) == pytest.approx(1 + (20 - 1) * 0.3)
     assert power.projected_deff(0.3, 20, 25) == 1.0      # fewer items than clusters: one per cluster
+    # unequal passages: the big ones weigh more (m_eff = n sum m^2 / N^2), and a subset scales them down
+    assert power.projected_deff(0.3, 100, [90, 10]) == pytest.approx(1 + (100 * 8200 / 100**2 - 1) * 0.3)
+    assert power.projected_deff(0.3, 50, [90, 10]) == pytest.approx(1 + (50 * 8200 / 100**2 - 1) * 0.3)
+    assert power.projected_deff(0.3, 100, [50, 50]) == pytest.approx(power.projected_deff(0.3, 100, 2))
     assert power.cluster_design_effect([0.1, 0.2, 0.3], ["a", "b", "c"])[0] == 1.0   # independent items
 
 

@@ -158,12 +158,20 @@ def cluster_design_effect(d: Sequence[float], clusters: Sequence[str]) -> tuple[
     return deff, rho, g
 
 
-def projected_deff(rho: float, n: int, clusters: int | None) -> float:
-    """1 + (n/G - 1) rho for n items spread over G = min(n, clusters) clusters (1 when items are independent)."""
+def projected_deff(rho: float, n: int, clusters: int | Sequence[int] | None) -> float:
+    """1 + (m_eff - 1) rho for n items drawn from the clusters (1 when items are independent).
+
+    clusters: the sizes of the test split's clusters (then a seeded subset of n of its N items has expected sizes
+    m_g n / N, so m_eff = (n / N^2) sum m_g^2: unequal passages count), or only their number G (then n/G, equal
+    sizes assumed, at least 1)."""
     if not clusters or rho == 0.0:
         return 1.0
-    g = min(n, clusters)
-    return 1.0 + (n / g - 1.0) * rho
+    if isinstance(clusters, int):
+        m_eff = n / min(n, clusters)
+    else:
+        total = sum(clusters)
+        m_eff = max(1.0, n * sum(m * m for m in clusters) / total**2)
+    return 1.0 + (m_eff - 1.0) * rho
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -271,8 +279,9 @@ def benchmark_sizes(data_dir: Path | None, names: Sequence[str]) -> dict[str, in
     return out
 
 
-def test_clusters(task: str, data_dir: Path | None) -> int | None:
-    """Clusters (passages) in the task's whole test split, when the task has clusters and the data is here."""
+def test_clusters(task: str, data_dir: Path | None) -> list[int] | None:
+    """Sizes of the clusters (passages) of the task's whole test split, when the task has clusters and the data is
+    here."""
     if data_dir is None:
         return None
     from evals.tasks import get_task  # noqa: PLC0415
@@ -282,9 +291,11 @@ def test_clusters(task: str, data_dir: Path | None) -> int | None:
         exs = t.load_split("test", data_dir).examples
     except Exception:          # no local data for this task: the caller falls back to --test-clusters
         return None
-    labels = {t.cluster(ex) for ex in exs}
-    labels.discard(None)
-    return len(labels) or None
+    from collections import Counter  # noqa: PLC0415
+
+    sizes = Counter(t.cluster(ex) for ex in exs)
+    sizes.pop(None, None)
+    return sorted(sizes.values(), reverse=True) or None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -324,7 +335,7 @@ def _sizes(spec: str, benches: Sequence[str], full_sizes: Mapping[str, int]) -> 
 
 def power_report(cells: Mapping[str, list[CellItems]], *, task: str, a: str, b: str, metric: str,
                  benches: Sequence[str], n_test: Sequence[int], n_bench: Sequence[int | str], seeds: Sequence[int],
-                 full_sizes: Mapping[str, int], clusters_total: int | None, source: str,
+                 full_sizes: Mapping[str, int], clusters_total: int | Sequence[int] | None, source: str,
                  proxy_pair: bool = False) -> str:
     from evals.stats import Z_POWER  # noqa: PLC0415
 
@@ -346,7 +357,10 @@ def power_report(cells: Mapping[str, list[CellItems]], *, task: str, a: str, b: 
               f"seed-independent item sd {comp.sd_item * 100:.1f}; item x seed variance "
               f"{comp.item_seed_var * 1e4:.1f} pts^2; between-seed variance {comp.seed_var * 1e4:.2f} pts^2"
               + (f"; clustered in {comp.clusters} passages: observed design effect {comp.deff:.2f}, "
-                 f"intra-passage correlation rho {comp.rho:.3f}, projected over {clusters_total} passages"
+                 f"intra-passage correlation rho {comp.rho:.3f}, projected over "
+                 + (f"{clusters_total} passages (equal sizes assumed)" if isinstance(clusters_total, int) else
+                    f"the test split's {len(clusters_total)} passages of {min(clusters_total)}-{max(clusters_total)} "
+                    f"questions ({sum(clusters_total)} in all)")
                  if comp.clusters else "") + ".", *[f"Note: {n}." for n in comp.notes], ""]
     clusters = clusters_total or comp.clusters
     head = "| test items | " + " | ".join(f"{s} seed{'s' if s > 1 else ''}" for s in seeds) + " |"
