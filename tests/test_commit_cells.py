@@ -8,7 +8,10 @@ import pytest
 
 from tests.conftest import run_repro
 
-CELLS = ["--preset", "smoke", "--tasks", "squad", "--methods", "base", "sft", "--quiet", "--no-table"]
+# the smallest grid with a trained cell: one optimiser step, two test items, two benchmark items
+CELLS = ["--preset", "smoke", "--tasks", "squad", "--methods", "base", "sft", "--quiet", "--no-table",
+         "tasks.squad.train=4", "tasks.squad.test=2", "evaluation.benchmarks={hellaswag: {limit: 2}}",
+         "evaluation.forgetting_prompts=1", "evaluation.cross_domain_kl_texts=1"]
 
 
 def git(repo, *args: str) -> str:
