@@ -100,7 +100,7 @@ def test_power_command_on_committed_mini(capsys, tmp_path):
     assert args.func(args) == 0
     text = out.read_text()
     assert "## (a) In-domain squad f1: s3ft - sft" in text and "## (b) Paper-four average drop" in text
-    rows = [ln for ln in text.splitlines() if ln.startswith("| 48") or ln.startswith("| 536")]
+    rows = [ln for ln in text.splitlines() if ln.startswith(("| 48", "| 536"))]
     assert len(rows) == 2
     m48, m536 = (float(r.split("|")[2]) for r in rows)
     assert m536 < m48                                    # more items, smaller MDE (even clustered)

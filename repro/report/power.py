@@ -42,6 +42,7 @@ import argparse
 import gzip
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -286,10 +287,12 @@ def test_clusters(task: str, data_dir: Path | None) -> list[int] | None:
         return None
     from evals.tasks import get_task  # noqa: PLC0415
 
+    from evals.data import DataError  # noqa: PLC0415
+
     t = get_task(task)
     try:
         exs = t.load_split("test", data_dir).examples
-    except Exception:          # no local data for this task: the caller falls back to --test-clusters
+    except (DataError, OSError):   # no local data for this task: the caller falls back to --test-clusters
         return None
     from collections import Counter  # noqa: PLC0415
 
@@ -423,7 +426,7 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from evals.data import resolve_data_dir  # noqa: PLC0415
+    from evals.data import DataError, resolve_data_dir  # noqa: PLC0415
 
     cells = load_cells(Path(args.results), args.preset, args.task)
     any_cell = next(iter(cells.values()))[0].doc
@@ -436,7 +439,8 @@ def main(args: argparse.Namespace) -> int:
                                                         "primary_metric", {})]
     try:
         data_dir = resolve_data_dir(args.data_dir)
-    except Exception:          # no data here: full sizes and the split's clusters are then unknown
+    except DataError as e:     # a named folder that is not there: say so, and go on without sizes and clusters
+        print(f"warning: {e}; benchmark sizes ('all') and the test split's passages are unknown", file=sys.stderr)
         data_dir = None
     full = benchmark_sizes(data_dir, benches)
     clusters = args.test_clusters or test_clusters(args.task, data_dir)
