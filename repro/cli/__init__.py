@@ -11,6 +11,7 @@
   validate  check result files against the schema
   rescore   add reading metrics (official SQuAD EM/F1, containment, answer length) to stored cells
   doctor    the code sandbox, data, models and device this machine gives a run
+  power     minimum detectable effects (80% power) of a study's sizes, from committed item-level results
 """
 # (The docstring above is the top-level --help text.) One module per verb, each with `add_parser(subparsers)`,
 # which declares the verb's arguments and sets `func`, and `run(args) -> int`, the exit code; VERBS lists them in
@@ -24,10 +25,10 @@ import sys
 
 from evals.data import DataError
 from evals.judges.sandbox import SandboxUnavailable, allow_unsandboxed
-from repro.cli import build, compare, doctor, judge, ls, models, rescore, run, train, validate
+from repro.cli import build, compare, doctor, judge, ls, models, power, rescore, run, train, validate
 from repro.cli import eval as eval_
 
-VERBS = (run, build, compare, train, eval_, judge, models, doctor, ls, validate, rescore)
+VERBS = (run, build, compare, train, eval_, judge, models, doctor, ls, validate, rescore, power)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from pathlib import Path
 from repro.cli import options
 from repro.cli.doctor import lines
 from repro.driver.cell import CellRunner
-from repro.driver.grid import DriverBusy, dry_run, plan, run_grid
+from repro.driver.grid import DriverBusy, GitCommitter, dry_run, plan, run_grid
 from repro.driver.judging import require_sandbox
 from repro.driver.recipes import load_recipe
 from repro.report import run_summary
@@ -39,6 +39,10 @@ def add_parser(sub) -> None:
     sp.add_argument("--threads", type=int, help="torch threads, pinned for the run and every worker it starts "
                                                  "(default: $S3FT_THREADS, else torch's default here)")
     sp.add_argument("--no-table", action="store_true", help="do not print the comparison tables at the end")
+    sp.add_argument("--commit", action="store_true",
+                    help="git-commit each cell's result files as soon as the cell finishes (only those paths), so a "
+                         "long run survives a killed session and a fresh clone resumes from the committed cells; "
+                         "needs --results-dir inside the repository and not ignored (e.g. results)")
     sp.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     options.add_common(sp)
     sp.set_defaults(func=run)
@@ -58,13 +62,19 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     for line in lines(data_dir):
         say(line)
+    try:
+        commit = GitCommitter(runner.results.parent) if args.commit else None    # refuses an ignored folder up front
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     require_sandbox({c.task for c in cells}, recipe.tasks)    # before any work: a refused sandbox must not cost an hour
     log_path = runner.work / "run.log"
     say(f"run:     preset {recipe.name} ({recipe.model}), {len(cells)} cells, {threads} threads; results -> "
         f"{runner.results}, detail -> {log_path}")
     try:
         progress = run_grid(runner, cells, log_path, executor=args.executor, ray_address=args.ray_address,
-                            ray_num_cpus=args.ray_num_cpus, threads=threads, quiet=args.quiet)
+                            ray_num_cpus=args.ray_num_cpus, threads=threads, quiet=args.quiet,
+                            commit=commit)
     except DriverBusy as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

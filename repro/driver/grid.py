@@ -174,7 +174,62 @@ def dry_run(runner: CellRunner, cells: Sequence[Cell], stream=sys.stdout) -> Non
     print(f"\n{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=stream)
 
 
-def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress) -> None:
+class GitCommitter:
+    """`repro run --commit`: each finished cell's result files are committed the moment the cell completes, so a long
+    study survives a killed session, and a fresh clone resumes from the committed cells (a cell is done when its
+    result.json is there with the recipe's config hash: runs/ caches are not needed for that).
+
+    Only the cell's own files are committed (`git commit -- <paths>`): whatever else is staged stays staged."""
+
+    def __init__(self, results_root: Path) -> None:
+        self.results_root = Path(results_root).resolve()
+        self.results_root.mkdir(parents=True, exist_ok=True)
+        top = self._git("rev-parse", "--show-toplevel", cwd=self.results_root)
+        if top.returncode != 0:
+            raise RuntimeError(f"--commit: {self.results_root} is not inside a git work tree")
+        self.repo = Path(top.stdout.strip())
+        probe = self.results_root / "result.json"
+        if self._git("check-ignore", "-q", str(probe)).returncode == 0:
+            raise RuntimeError(f"--commit: git ignores {self.results_root} (runs/ is ignored on purpose); pass "
+                               f"--results-dir results to write where committed results live")
+
+    def _git(self, *args: str, cwd: Path | None = None):
+        import subprocess  # noqa: PLC0415
+
+        return subprocess.run(["git", *args], cwd=cwd or self.repo, capture_output=True, text=True)
+
+    def __call__(self, runner: CellRunner, cell: Cell) -> str | None:
+        """Commit the cell's result folder; returns the commit's short hash (None: nothing new to commit)."""
+        folder = runner.paths(cell)["result"].resolve()
+        paths = [str(p.relative_to(self.repo)) for p in sorted(folder.iterdir()) if p.is_file()
+                 and not p.name.startswith(".")]
+        if not paths:
+            raise RuntimeError(f"--commit: {folder} holds no result files")
+        r = self._git("add", "--", *paths)
+        if r.returncode != 0:
+            raise RuntimeError(f"git add failed for {cell.label}: {r.stderr.strip()}")
+        if self._git("diff", "--cached", "--quiet", "--", *paths).returncode == 0:
+            return None                 # the same bytes are committed already
+        msg = f"{cell.preset}: cell {cell.label} (repro run --commit)"
+        r = self._git("commit", "-q", "-m", msg, "--", *paths)
+        if r.returncode != 0:
+            raise RuntimeError(f"git commit failed for {cell.label}: {(r.stderr or r.stdout).strip()}")
+        return self._git("rev-parse", "--short", "HEAD").stdout.strip()
+
+
+def _committed(commit, runner: CellRunner, cell: Cell) -> None:
+    """Commit a finished cell when asked; a failed commit is reported, never fatal (the files are on disk)."""
+    if commit is None:
+        return
+    try:
+        sha = commit(runner, cell)
+        log.info("cell %s committed: %s", cell.label, sha or "unchanged")
+    except Exception as e:
+        log.error("cell %s finished but was not committed: %s", cell.label, e)
+        print(f"warning: cell {cell.label} finished but was not committed: {e}", file=sys.stderr, flush=True)
+
+
+def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress, commit=None) -> None:
     runner.on_stage = progress.stage
     for cell in cells:
         if runner.state(cell) == "done":
@@ -182,12 +237,14 @@ def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress) -> 
             continue
         try:
             runner.run(cell)
-            progress.finish(cell, computed=True)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # one broken cell must not lose the rest of a long grid
             log.error("cell %s failed:\n%s", cell.label, traceback.format_exc())
             progress.finish(cell, computed=True, error=f"{type(e).__name__}: {e}")
+            continue
+        _committed(commit, runner, cell)
+        progress.finish(cell, computed=True)
 
 
 def _ray_runner(recipe_dict: dict, recipe_source: str, data_dir: str | None, work_root: str, results_root: str,
@@ -249,7 +306,8 @@ def ray_runtime_env(data_dir: Path | None, threads: int | None) -> dict:
 
 
 def run_ray(runner: CellRunner, cells: Sequence[Cell], progress: Progress, *, address: str | None = None,
-            num_cpus: int | None = None, threads: int | None = None, max_retries: int = 2) -> None:
+            num_cpus: int | None = None, threads: int | None = None, max_retries: int = 2,
+            commit=None) -> None:
     """Cells as Ray tasks, each declaring one GPU when the cluster has GPUs.
 
     Order: one base cell first (it fills the caches every other cell reads: the base model's test answers on every
@@ -335,6 +393,8 @@ def run_ray(runner: CellRunner, cells: Sequence[Cell], progress: Progress, *, ad
             error = crashed or value[1]
             if error:
                 log.error("cell %s failed on ray:\n%s", what.label, error)
+            else:
+                _committed(commit, runner, what)
             progress.finish(what, computed=True, error=error.splitlines()[0] if error else None)
             if what.method == "base" and base_queue:
                 for cell in base_queue:     # the first base cell filled the shared caches: the rest in parallel
@@ -359,7 +419,7 @@ class DriverBusy(RuntimeError):
 
 def run_grid(runner: CellRunner, cells: Sequence[Cell], log_path: Path, *, executor: str = "local",
              ray_address: str | None = None, ray_num_cpus: int | None = None, threads: int | None = None,
-             quiet: bool = False) -> Progress:
+             quiet: bool = False, commit=None) -> Progress:
     """Run `cells` with the local or the Ray executor and return the finished Progress (done and failed cells).
 
     Holds the preset's driver lock for the whole run: two drivers of one preset would write the same files, and
@@ -379,9 +439,10 @@ def run_grid(runner: CellRunner, cells: Sequence[Cell], log_path: Path, *, execu
             try:
                 progress.update()
                 if executor == "ray":
-                    run_ray(runner, cells, progress, address=ray_address, num_cpus=ray_num_cpus, threads=threads)
+                    run_ray(runner, cells, progress, address=ray_address, num_cpus=ray_num_cpus, threads=threads,
+                            commit=commit)
                 else:
-                    run_local(runner, cells, progress)
+                    run_local(runner, cells, progress, commit=commit)
             finally:
                 progress.close()
     return progress

@@ -10,6 +10,7 @@ paper's published values (results/paper_reference.json). Reads JSON only: no GPU
     figures.py         Figure 2, in-domain gain vs drop, cross-task heatmap
     render.py          writing a preset's outputs and MANIFEST.json (paper_tables.py is a thin script over it)
     summary.py         run_summary: what a finished ``python -m repro run`` / ``compare`` prints
+    power.py           ``python -m repro power``: minimum detectable effects of a study's sizes
 
 Units: points (percent); drops in the PAPER'S sign, base - tuned (positive = forgetting); result files store
 tuned - base. Statistics (evals.stats): seeds are replicates, items the sampling unit, fixed bootstrap seeds, so

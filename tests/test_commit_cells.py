@@ -1,0 +1,67 @@
+"""`repro run --commit`: every finished cell is committed at once (only its files), and a fresh clone resumes from
+the committed cells without the runs/ caches. On the tiny in-process model, in a throwaway git repository."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.conftest import run_repro
+
+# the smallest grid with a trained cell: one optimiser step, two test items, two benchmark items
+CELLS = ["--preset", "smoke", "--tasks", "squad", "--methods", "base", "sft", "--quiet", "--no-table",
+         "tasks.squad.train=4", "tasks.squad.test=2", "evaluation.benchmarks={hellaswag: {limit: 2}}",
+         "evaluation.forgetting_prompts=1", "evaluation.cross_domain_kl_texts=1"]
+
+
+def git(repo, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    r = tmp_path / "study"
+    r.mkdir()
+    git(r, "init", "-q")
+    git(r, "config", "user.email", "t@example.org")
+    git(r, "config", "user.name", "t")
+    (r / ".gitignore").write_text("runs/\n")
+    (r / "notes.txt").write_text("work in progress\n")
+    git(r, "add", ".gitignore")
+    git(r, "commit", "-qm", "init")
+    git(r, "add", "notes.txt")            # staged, not ours to commit: a cell commit must leave it staged
+    return r
+
+
+def test_each_cell_is_committed_and_a_fresh_clone_resumes(repo, tmp_path, data_dir):
+    proc = run_repro("run", *CELLS, "--data-dir", str(data_dir), "--work-dir", str(repo / "runs"),
+                     "--results-dir", str(repo / "results"), "--commit")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = git(repo, "log", "--format=%s").splitlines()
+    assert log[:2] == ["smoke: cell squad/sft/seed0 (repro run --commit)",
+                       "smoke: cell squad/base/seed0 (repro run --commit)"]
+    for rev, cell in (("HEAD", "squad/sft/seed0"), ("HEAD~1", "squad/base/seed0")):
+        files = git(repo, "show", "--name-only", "--format=", rev).split()
+        assert files and all(f.startswith(f"results/smoke/{cell}/") for f in files)
+        assert f"results/smoke/{cell}/result.json" in files and f"results/smoke/{cell}/items.jsonl.gz" in files
+    assert "A  notes.txt" in git(repo, "status", "--porcelain")       # still staged, not committed
+    assert git(repo, "status", "--porcelain", "--", "results") == ""  # nothing of the results left uncommitted
+
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    assert not (clone / "runs").exists()                              # a fresh machine: no caches
+    dry = run_repro("run", *CELLS, "--data-dir", str(data_dir), "--work-dir", str(clone / "runs"),
+                    "--results-dir", str(clone / "results"), "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert "2 cells: 2 done, 0 trained, 0 targets, 0 todo" in dry.stdout
+    again = run_repro("run", *CELLS, "--data-dir", str(data_dir), "--work-dir", str(clone / "runs"),
+                      "--results-dir", str(clone / "results"), "--commit")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert git(clone, "log", "--format=%s") == git(repo, "log", "--format=%s")   # nothing redone, nothing new
+
+
+def test_commit_refuses_an_ignored_results_folder(repo, data_dir):
+    proc = run_repro("run", *CELLS, "--data-dir", str(data_dir), "--work-dir", str(repo / "runs"), "--commit")
+    assert proc.returncode == 2
+    assert "git ignores" in proc.stderr and "--results-dir results" in proc.stderr
+    assert not (repo / "runs" / "smoke" / "squad").exists()          # refused before any work
