@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -194,7 +195,6 @@ class GitCommitter:
                                f"--results-dir results to write where committed results live")
 
     def _git(self, *args: str, cwd: Path | None = None):
-        import subprocess  # noqa: PLC0415
 
         return subprocess.run(["git", *args], cwd=cwd or self.repo, capture_output=True, text=True)
 

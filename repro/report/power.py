@@ -43,11 +43,17 @@ import gzip
 import json
 import math
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from evals.benchmarks import BENCHMARKS
+from evals.data import DataError, resolve_data_dir
+from evals.stats import K_MIN, Z_POWER
+from evals.tasks import get_task
 
 ITEM_FIELD = {"acc": "correct", "em": "em", "f1": "f1", "containment": "contains"}   # as paper_tables.py
 BINARY_METRICS = {"acc", "em", "containment"}
@@ -59,7 +65,6 @@ BINARY_METRICS = {"acc", "em", "containment"}
 def mde(sd_item: float, n: int, *, seeds: int = 1, seed_var: float = 0.0, item_seed_var: float = 0.0,
         deff: float = 1.0, binary: bool = False) -> float:
     """Z_POWER * se of a paired mean difference over n items and `seeds` training seeds (module docstring, (a))."""
-    from evals.stats import K_MIN, Z_POWER  # noqa: PLC0415  (scipy: loaded when a number is asked for)
 
     if n < 1 or seeds < 1:
         raise ValueError(f"n and seeds must be positive, got n={n}, seeds={seeds}")
@@ -74,7 +79,6 @@ def mde_average(parts: Sequence[Mapping[str, float]], n_items: Sequence[int], *,
 
     parts[k]: {"sd_item", "item_seed_var", "binary"} of benchmark k; n_items[k]: its items; seed_var: the
     between-seed variance of the average itself."""
-    from evals.stats import K_MIN, Z_POWER  # noqa: PLC0415
 
     if len(parts) != len(n_items) or not parts:
         raise ValueError("need one item count per benchmark, and at least one benchmark")
@@ -267,7 +271,6 @@ def benchmark_components(cells: Mapping[str, list[CellItems]], benches: Sequence
 
 def benchmark_sizes(data_dir: Path | None, names: Sequence[str]) -> dict[str, int]:
     """Items in each benchmark's full evaluation file (its first data file: rows, one JSON per line)."""
-    from evals.benchmarks import BENCHMARKS  # noqa: PLC0415
 
     out = {}
     for name in names:
@@ -285,15 +288,12 @@ def test_clusters(task: str, data_dir: Path | None) -> list[int] | None:
     here."""
     if data_dir is None:
         return None
-    from evals.data import DataError  # noqa: PLC0415
-    from evals.tasks import get_task  # noqa: PLC0415
 
     t = get_task(task)
     try:
         exs = t.load_split("test", data_dir).examples
     except (DataError, OSError):   # no local data for this task: the caller falls back to --test-clusters
         return None
-    from collections import Counter  # noqa: PLC0415
 
     sizes = Counter(t.cluster(ex) for ex in exs)
     sizes.pop(None, None)
@@ -339,7 +339,6 @@ def power_report(cells: Mapping[str, list[CellItems]], *, task: str, a: str, b: 
                  benches: Sequence[str], n_test: Sequence[int], n_bench: Sequence[int | str], seeds: Sequence[int],
                  full_sizes: Mapping[str, int], clusters_total: int | Sequence[int] | None, source: str,
                  proxy_pair: bool = False) -> str:
-    from evals.stats import Z_POWER  # noqa: PLC0415
 
     for m in (a, b):
         if m not in cells:
@@ -425,7 +424,6 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from evals.data import DataError, resolve_data_dir  # noqa: PLC0415
 
     cells = load_cells(Path(args.results), args.preset, args.task)
     any_cell = next(iter(cells.values()))[0].doc
