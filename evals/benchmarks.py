@@ -1,4 +1,4 @@
-r"""General-capability benchmarks (forgetting): MMLU, TruthfulQA mc1/mc2, HellaSwag, WinoGrande, ARC-Challenge.
+r"""General-capability benchmarks (forgetting): MMLU, TruthfulQA mc1/mc2, HellaSwag, WinoGrande, ARC-Challenge, ARC-Easy, PIQA.
 
 Everything is scored by lm-evaluation-harness (0.4.13) on an already-loaded model, plain or an unmerged
 ``peft.PeftModel``, so a base model and its fine-tuned variants go through exactly the same code path;
@@ -151,6 +151,14 @@ BENCHMARKS: dict[str, Benchmark] = {
     "arc_challenge": Benchmark(
         task="s3ft_arc_challenge", primary_metric="acc_norm,none", metrics=("acc", "acc_norm"),
         data_files=("arc/ARC-Challenge-Test.jsonl",), sample_key="arc_challenge",
+    ),
+    "arc_easy": Benchmark(
+        task="s3ft_arc_easy", primary_metric="acc_norm,none", metrics=("acc", "acc_norm"),
+        data_files=("arc/ARC-Easy-Test.jsonl",), sample_key="arc_easy",
+    ),
+    "piqa": Benchmark(
+        task="s3ft_piqa", primary_metric="acc_norm,none", metrics=("acc", "acc_norm"),
+        data_files=("piqa/validation.jsonl",), sample_key="piqa",
     ),
 }
 

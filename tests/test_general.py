@@ -32,7 +32,7 @@ from evals.benchmarks import (  # noqa: E402
 
 SIZES = {  # items per benchmark in the shared data files
     "mmlu": 14042, "mmlu_5shot": 14042, "truthfulqa_mc1": 817, "truthfulqa_mc2": 817,
-    "hellaswag": 10042, "winogrande": 1267, "arc_challenge": 1172,
+    "hellaswag": 10042, "winogrande": 1267, "arc_challenge": 1172, "arc_easy": 2376, "piqa": 1838,
 }
 LIMIT = 6
 SEED = 1234
@@ -150,6 +150,8 @@ def test_yamls_mirror_lm_eval_builtins():
         "s3ft_hellaswag.yaml": "hellaswag/hellaswag.yaml",
         "s3ft_winogrande.yaml": "winogrande/default.yaml",
         "s3ft_arc_challenge.yaml": "arc/arc_challenge.yaml",
+        "s3ft_arc_easy.yaml": "arc/arc_easy.yaml",
+        "s3ft_piqa.yaml": "piqa/piqa.yaml",
         "s3ft_truthfulqa_mc1.yaml": "truthfulqa/truthfulqa_mc1.yaml",
         "s3ft_truthfulqa_mc2.yaml": "truthfulqa/truthfulqa_mc2.yaml",
         "s3ft_mmlu_anatomy.yaml": "mmlu/default/mmlu_anatomy.yaml",
