@@ -16,23 +16,7 @@ from repro.runtime.cache import GenerationCache, cache_key
 from repro.runtime.chat import encode_pair, encode_prompt, render_prompt
 from repro.runtime.generate import DecodingParams, HFGenerator, make_generator
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: spinning torch workers on a busy 2-core runner slow small models down many times."""
-    import torch  # noqa: PLC0415
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    """The tiny model built into a temporary folder (the user's cache is left alone)."""
-    return models.build_tiny(tmp_path_factory.mktemp("tiny") / "hf")
-
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def tiny_tok(tiny_dir):

@@ -15,20 +15,12 @@ from evals.tasks import get_task
 from repro.runtime.cache import GenerationCache
 from repro.runtime.generate import DecodingParams, Generation, HFGenerator, make_generator
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 NAME = "smollm2-135m-instruct"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a 2-core runner shared with other jobs, torch's spinning worker threads make each
-    decoding step of this small model 10-20x slower than a single thread does (measured: 5.5 s vs 0.26 s)."""
-    import torch  # noqa: PLC0415
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fetch_cli() -> tuple[subprocess.CompletedProcess, float]:

@@ -15,23 +15,14 @@ import pytest
 from repro.runtime import generate, models
 from repro.runtime.generate import DecodingParams, HFGenerator, hf_stage, make_generator
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROMPTS = [[{"role": "user", "content": f"What is {a} + {b}? The answer is"}] for a, b in ((2, 3), (7, 1), (4, 4))]
 PARAMS = DecodingParams(max_new_tokens=10)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch  # noqa: PLC0415
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    return models.build_tiny(tmp_path_factory.mktemp("tiny") / "hf")
 
 
 def _adapter(tiny_dir: Path, out: Path, seed: int) -> Path:
