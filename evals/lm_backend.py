@@ -55,7 +55,6 @@ class PackedLM(HFLM):
         self.stats: dict[str, int] = {}     # summed over calls: see repro.runtime.scoring.score_sequences
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
-
         seqs, n_scored = [], []
         for _, context_enc, continuation_enc in requests:
             # HFLM's checks and its left truncation: the model sees the last max_length tokens before each target

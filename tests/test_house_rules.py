@@ -41,17 +41,8 @@ def _function_level_imports() -> list[tuple[str, int, str]]:
     return found
 
 
-def _is_type_checking_only(path: str, lineno: int) -> bool:
-    tree = ast.parse((REPO / path).read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-            if any(getattr(n, "lineno", -1) == lineno for b in node.body for n in ast.walk(b)):
-                return True
-    return False
-
-
 def test_function_level_imports_are_only_heavy_libraries():
-    imports = [(p, n, m) for p, n, m in _function_level_imports() if not _is_type_checking_only(p, n)]
+    imports = _function_level_imports()
     light = [f"{p}:{n} imports {m}" for p, n, m in imports
              if m.split(".")[0] not in HEAVY and not any(m == h or m.startswith(h + ".") for h in HEAVY_PROJECT)]
     assert not light, "import these at the top of the module (only heavy optional libraries may wait):\n" + \

@@ -48,7 +48,6 @@ class LLMJudge:
     version = JUDGE_VERSION
 
     def __init__(self, generator: Generator, params: DecodingParams | None = None) -> None:
-
         self.generator = generator
         self.params = params or DecodingParams(max_new_tokens=MAX_NEW_TOKENS)
 

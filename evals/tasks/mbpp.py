@@ -84,11 +84,9 @@ class MBPP(Task):
         return ex
 
     def judge(self, ex: dict, response: str) -> Verdict:
-
         return judge_code(response, ex["test_list"], ex.get("test_setup_code") or "")
 
     def judge_many(self, examples: Sequence[dict], responses: Sequence[str], *, progress: bool = False) -> list[Verdict]:
-
         if len(examples) != len(responses):
             raise ValueError(f"{len(examples)} examples but {len(responses)} responses")
         items = [(r, ex["test_list"], ex.get("test_setup_code") or "") for ex, r in zip(examples, responses)]

@@ -108,7 +108,6 @@ class CellRunner:
         return self._splits[(name, split)]
 
     def examples(self, name: str, split: str) -> list[dict]:
-
         tc = self.config.tasks[name]
         return seeded_subset(self.split(name, split).examples, getattr(tc, split), self.config.data_seed)
 
@@ -322,7 +321,6 @@ class CellRunner:
         return prompts, own
 
     def _forgetting(self, hf_tuned: Any, tokenizer, prompts: list, own: list, cell: Cell, base_model: Any) -> dict:
-
         task = self.task(cell.task)
         exs = self.examples(cell.task, "test")[:len(prompts)]
         return {**forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
@@ -332,7 +330,6 @@ class CellRunner:
 
     # --- the whole cell ---------------------------------------------------------------------------------------
     def run(self, cell: Cell) -> dict:
-
         if self.state(cell) == "done":
             return read_json(self.paths(cell)["result"] / "result.json")
         method = get_method(cell.method)
@@ -351,7 +348,6 @@ class CellRunner:
         result["targets_audit"] = self._write_audit(cell, out) if summary is not None else None
         atomic_write_json(out / "result.json", result)     # last: its presence marks the cell done
         return result
-
 
     def _write_audit(self, cell: Cell, out: Path) -> dict:
         """The cell's targets and every candidate, compressed beside its result (README: Outputs, size budget)."""

@@ -48,7 +48,6 @@ def compare_recipe(preset: str, task: str, *, model: str | None = None, train: i
 
 
 def write_recipe(raw: dict, work_dir: Path) -> Path:
-
     path = Path(work_dir) / raw["name"] / "recipe.yaml"
     header = "# written by `python -m repro compare`; rerun that command (or `repro run --preset <this file>`)\n"
     atomic_write_bytes(path, (header + yaml.safe_dump(raw, sort_keys=False)).encode("utf-8"))

@@ -168,7 +168,6 @@ class Progress:
 
 
 def dry_run(runner: CellRunner, cells: Sequence[Cell], stream=sys.stdout) -> None:
-
     rows = [(c.task, c.method, c.seed, runner.state(c), runner.paths(c)["result"]) for c in cells]
     print(tabulate(rows, headers=["task", "method", "seed", "state", "result folder"]), file=stream)
     counts = {s: sum(r[3] == s for r in rows) for s in ("done", "trained", "targets", "todo")}
@@ -195,7 +194,6 @@ class GitCommitter:
                                f"--results-dir results to write where committed results live")
 
     def _git(self, *args: str, cwd: Path | None = None):
-
         return subprocess.run(["git", *args], cwd=cwd or self.repo, capture_output=True, text=True)
 
     def __call__(self, runner: CellRunner, cell: Cell) -> str | None:
@@ -319,7 +317,6 @@ def run_ray(runner: CellRunner, cells: Sequence[Cell], progress: Progress, *, ad
     fails, by a Python error or a dead worker, is reported failed while the others run on."""
     import ray  # noqa: PLC0415
     from ray.exceptions import RayError  # noqa: PLC0415
-
 
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS"), num_cpus=num_cpus, include_dashboard=False,

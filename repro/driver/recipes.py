@@ -147,7 +147,6 @@ def resolve_task_files(tasks: dict, base_dir: Path | None = None) -> dict:
 
 
 def validate_recipe(r: Recipe) -> None:
-
     where = f"recipe {r.name} ({r.source})"
     for task, settings in r.tasks.items():
         if task not in TASKS and not (settings or {}).get("file"):

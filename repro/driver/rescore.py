@@ -83,7 +83,6 @@ def rescore_result(path: Path, data_dir: Path | None, *, splits: dict) -> bool:
 
 
 def rescore(paths: list[Path], data_dir: Path | None) -> tuple[int, int]:
-
     files = [p for root in paths for p in find_results(root)
              if not {"tables", "figures"} & set(p.relative_to(root).parts if root.is_dir() else ())]
     splits: dict = {}

@@ -424,7 +424,6 @@ def add_arguments(sp: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-
     cells = load_cells(Path(args.results), args.preset, args.task)
     any_cell = next(iter(cells.values()))[0].doc
     metric = args.metric or any_cell["in_domain"].get("headline_metric", "acc")

@@ -246,7 +246,6 @@ class VLLMEngine:
     def __init__(self, model: str, **options: Any) -> None:
         from vllm import LLM  # noqa: PLC0415
 
-
         unknown = set(options) - set(ENGINE_OPTIONS)
         if unknown:
             raise ValueError(f"generation.vllm: unknown option(s) {sorted(unknown)}; known: {sorted(ENGINE_OPTIONS)}")
@@ -305,7 +304,6 @@ def shutdown_engine() -> None:
 
 
 def _release_torch_memory() -> None:
-
     gc.collect()
     try:
         import torch  # noqa: PLC0415

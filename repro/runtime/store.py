@@ -14,7 +14,6 @@ from typing import Any
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):

@@ -15,9 +15,6 @@ import os
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-
 
 def _force_fsdp2() -> None:
     import accelerate  # noqa: PLC0415

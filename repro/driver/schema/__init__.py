@@ -16,7 +16,6 @@ SCHEMA_PATH = Path(__file__).with_name("result.schema.json")
 
 @cache
 def _validator():
-
     schema = json.loads(SCHEMA_PATH.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
