@@ -38,12 +38,12 @@ def plan(recipe: Recipe, tasks: Sequence[str] | None = None, methods: Sequence[s
          seeds: Sequence[int] | None = None) -> list[Cell]:
     tasks = list(tasks or recipe.tasks)
     methods = list(methods or recipe.methods)
-    seeds = list(seeds if seeds is not None else recipe.seeds)
     for t in tasks:
         if t not in recipe.tasks:
             raise ValueError(f"task {t!r} is not in preset {recipe.name} (it has {list(recipe.tasks)})")
     cells = [Cell(recipe.name, t, "base", BASE_SEED) for t in tasks if "base" in methods]
-    cells += [Cell(recipe.name, t, m, s) for t in tasks for m in methods if m != "base" for s in seeds]
+    cells += [Cell(recipe.name, t, m, s) for t in tasks for m in methods if m != "base"
+              for s in recipe.seeds_of(m, None if seeds is None else list(seeds))]
     return cells
 
 
