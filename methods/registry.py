@@ -10,7 +10,10 @@ A method is a `Method` subclass in its own file ``methods/<id>.py``::
         def build_targets(self, ctx: TargetContext) -> list[TargetRecord]: ...
 
 and one line ``"<id>": "methods.<id>:<Class>"`` in `METHODS` below. Methods differ only in the targets they build:
-every method is trained by the same core (methods.train) from the records it returns.
+every method is trained by the same core (methods.train) from the records it returns. The one exception is a
+control: ``trained_tokens_of = "<other id>"`` trains for as many trained tokens as the other method's targets hold
+(same optimiser, schedule shape and data order; more or fewer steps), so a difference in training budget can be
+told apart from a difference in targets (methods/sft_matched.py).
 
 The registry is an explicit map, not a scan of the package, so a helper module placed next to the methods is never
 taken for one; imports are lazy, so naming a method does not load every other.
@@ -32,6 +35,7 @@ METHODS: dict[str, str] = {
     "sdft": "methods.sdft:SDFT",
     "ssr": "methods.ssr:SSR",
     "self_only": "methods.self_only:SelfOnly",
+    "sft_matched": "methods.sft_matched:TokenMatchedSFT",
 }
 
 
@@ -42,11 +46,15 @@ class Method(ABC):
     id: ClassVar[str]
     description: ClassVar[str]
     trains: ClassVar[bool]
+    trained_tokens_of: ClassVar[str | None] = None     # a budget control: see the module docstring
 
     def __init__(self) -> None:
         missing = [a for a in ("id", "description", "trains") if not hasattr(self, a)]
         if missing:
             raise TypeError(f"method class {type(self).__name__} must set {', '.join(missing)}")
+        ref = self.trained_tokens_of
+        if ref is not None and (ref not in METHODS or ref == self.id):
+            raise TypeError(f"method {self.id!r}: trained_tokens_of={ref!r} must name another registered method")
 
     @abstractmethod
     def build_targets(self, ctx: TargetContext) -> list[TargetRecord]:

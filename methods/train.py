@@ -60,6 +60,25 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(n, generator=g).tolist()
 
 
+def step_schedule(pairs: list[EncodedPair], cfg: TrainConfig, token_budget: int | None = None) -> list[list[int]]:
+    """The examples of every optimiser step, in order: `cfg.epochs` epochs of `epoch_order`, or, with a
+    `token_budget`, as many steps of the same epoch orders (epochs continuing past `cfg.epochs` when needed) as it
+    takes for the trained tokens to reach the budget. A budget is how one method is trained for another's number
+    of trained tokens (methods.registry: `Method.trained_tokens_of`) with everything else unchanged."""
+    steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
+    steps, tokens, epoch = [], 0, 0
+    while epoch < cfg.epochs if token_budget is None else tokens < token_budget:
+        order = epoch_order(len(pairs), cfg.seed, epoch)
+        for k in range(steps_per_epoch):
+            if token_budget is not None and tokens >= token_budget:
+                break
+            idx = order[k * cfg.batch_size:(k + 1) * cfg.batch_size]
+            steps.append(idx)
+            tokens += sum(pairs[i].n_response for i in idx)
+        epoch += 1
+    return steps
+
+
 def micro_batches(indices: list[int], pairs: list[EncodedPair], budget: int, packing: bool) -> list[list[int]]:
     """Group examples (kept in order) into micro-batches of at most `budget` tokens (an over-long example alone);
     padded micro-batches count their padding against the budget."""
@@ -127,9 +146,12 @@ def _configure_deepspeed(accelerator, cfg: TrainConfig) -> None:
 
 
 def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str | Path, *,
-          progress: bool = True, extra: dict | None = None) -> dict:
+          progress: bool = True, extra: dict | None = None, budget_records: list[dict] | None = None) -> dict:
     """Fine-tune `model_name` on `records` ({prompt: messages, target: str}); saves the adapter (or full model)
-    under out_dir/adapter and the training log under out_dir/train_log.json. Returns the log."""
+    under out_dir/adapter and the training log under out_dir/train_log.json. Returns the log.
+
+    `budget_records`: train for as many trained tokens as `cfg.epochs` epochs of these records hold (tokenized
+    here, with the same tokenizer and truncation), instead of for `cfg.epochs` epochs of `records`."""
 
     out_dir = Path(out_dir)
     if not records:
@@ -145,6 +167,13 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
 
     tok = models.load_tokenizer(model_name)
     pairs, data_stats = encode_records(tok, records, cfg.max_length)
+    token_budget = None
+    if budget_records is not None:
+        _, budget_stats = encode_records(tok, budget_records, cfg.max_length)
+        token_budget = budget_stats["trained_tokens_per_epoch"] * cfg.epochs
+        data_stats["token_budget"] = {"trained_tokens": token_budget, "of_examples": budget_stats["examples"],
+                                      "epochs": cfg.epochs}
+    schedule = step_schedule(pairs, cfg, token_budget)
     # Frozen base weights can live in bf16 on GPU; weights that train stay fp32 (autocast computes in bf16).
     dtype = torch.bfloat16 if use_cuda and cfg.finetune == "lora" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(models.local_path(model_name), dtype=dtype)
@@ -165,7 +194,7 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
     n_total = sum(_numel(p) for p in model.parameters())
 
     steps_per_epoch = math.ceil(len(pairs) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = len(schedule)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate,
                                   weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
@@ -182,51 +211,49 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
     trained_tokens = seen_tokens = 0
     t_start = time.perf_counter()
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress or not accelerator.is_main_process)
-    for epoch in range(cfg.epochs):
-        order = epoch_order(len(pairs), cfg.seed, epoch)
-        for step_in_epoch in range(steps_per_epoch):
-            step_idx = order[step_in_epoch * cfg.batch_size:(step_in_epoch + 1) * cfg.batch_size]
-            step_tokens = sum(pairs[i].n_response for i in step_idx)
-            # Every process knows every process's share, so all agree on the micro-batch count without talking.
-            plans = [micro_batches(step_idx[r::world], pairs, cfg.max_tokens_per_micro_batch, cfg.packing)
-                     for r in range(world)]
-            n_micro = max(len(p) for p in plans)
-            mine = plans[rank] + [[]] * (n_micro - len(plans[rank]))
-            loss_total = torch.zeros((), device=accelerator.device)
-            for m, group in enumerate(mine):
-                # A process with fewer micro-batches runs a zero-weight one so gradient syncs still line up.
-                dummy = not group
-                sync = m == n_micro - 1
-                # The step's last micro-batch is its accumulation boundary. accelerate reads this flag: under
-                # DeepSpeed its backward() steps the engine (clip, optimiser, scheduler, zero_grad) only at the
-                # boundary, so ZeRO takes one optimiser step per step, not one per micro-batch; the optimiser
-                # wrapper steps only when it is set. (The micro-batch count varies from step to step with packing,
-                # so accelerate's fixed gradient_accumulation_steps counter cannot mark it.)
-                accelerator.sync_gradients = sync
-                ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
-                with ctx, accelerator.autocast():
-                    loss_sum = _loss_sum(model, group or [step_idx[0]], pairs, cfg.packing, pad_id,
-                                         accelerator.device)
-                    # DDP averages gradients over processes; scaling by world size makes the result the mean over
-                    # all trained tokens of the step.
-                    loss = loss_sum * (0.0 if dummy else world / step_tokens)
-                    accelerator.backward(loss)
-                if not dummy:
-                    loss_total += loss_sum.detach()
-            grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm) if cfg.max_grad_norm else None
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step_loss = accelerator.reduce(loss_total, reduction="sum").item() / step_tokens
-            trained_tokens += step_tokens
-            seen_tokens += sum(len(pairs[i].input_ids) for i in step_idx)
-            elapsed = time.perf_counter() - t_start
-            steps_log.append({"step": len(steps_log) + 1, "epoch": epoch, "loss": step_loss,
-                              "lr": scheduler.get_last_lr()[0], "trained_tokens": step_tokens,
-                              "grad_norm": float(grad_norm) if grad_norm is not None else None,
-                              "elapsed_s": round(elapsed, 3)})
-            bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{trained_tokens / elapsed:.0f}")
+    for step_no, step_idx in enumerate(schedule):
+        epoch = step_no // steps_per_epoch
+        step_tokens = sum(pairs[i].n_response for i in step_idx)
+        # Every process knows every process's share, so all agree on the micro-batch count without talking.
+        plans = [micro_batches(step_idx[r::world], pairs, cfg.max_tokens_per_micro_batch, cfg.packing)
+                 for r in range(world)]
+        n_micro = max(len(p) for p in plans)
+        mine = plans[rank] + [[]] * (n_micro - len(plans[rank]))
+        loss_total = torch.zeros((), device=accelerator.device)
+        for m, group in enumerate(mine):
+            # A process with fewer micro-batches runs a zero-weight one so gradient syncs still line up.
+            dummy = not group
+            sync = m == n_micro - 1
+            # The step's last micro-batch is its accumulation boundary. accelerate reads this flag: under
+            # DeepSpeed its backward() steps the engine (clip, optimiser, scheduler, zero_grad) only at the
+            # boundary, so ZeRO takes one optimiser step per step, not one per micro-batch; the optimiser
+            # wrapper steps only when it is set. (The micro-batch count varies from step to step with packing,
+            # so accelerate's fixed gradient_accumulation_steps counter cannot mark it.)
+            accelerator.sync_gradients = sync
+            ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
+            with ctx, accelerator.autocast():
+                loss_sum = _loss_sum(model, group or [step_idx[0]], pairs, cfg.packing, pad_id,
+                                     accelerator.device)
+                # DDP averages gradients over processes; scaling by world size makes the result the mean over
+                # all trained tokens of the step.
+                loss = loss_sum * (0.0 if dummy else world / step_tokens)
+                accelerator.backward(loss)
+            if not dummy:
+                loss_total += loss_sum.detach()
+        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm) if cfg.max_grad_norm else None
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = accelerator.reduce(loss_total, reduction="sum").item() / step_tokens
+        trained_tokens += step_tokens
+        seen_tokens += sum(len(pairs[i].input_ids) for i in step_idx)
+        elapsed = time.perf_counter() - t_start
+        steps_log.append({"step": len(steps_log) + 1, "epoch": epoch, "loss": step_loss,
+                          "lr": scheduler.get_last_lr()[0], "trained_tokens": step_tokens,
+                          "grad_norm": float(grad_norm) if grad_norm is not None else None,
+                          "elapsed_s": round(elapsed, 3)})
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{trained_tokens / elapsed:.0f}")
     bar.close()
     wall = time.perf_counter() - t_start
     accelerator.wait_for_everyone()

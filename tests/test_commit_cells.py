@@ -2,6 +2,7 @@
 the committed cells without the runs/ caches. On the tiny in-process model, in a throwaway git repository."""
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -44,6 +45,11 @@ def test_each_cell_is_committed_and_a_fresh_clone_resumes(repo, tmp_path, data_d
         files = git(repo, "show", "--name-only", "--format=", rev).split()
         assert files and all(f.startswith(f"results/smoke/{cell}/") for f in files)
         assert f"results/smoke/{cell}/result.json" in files and f"results/smoke/{cell}/items.jsonl.gz" in files
+        timing = json.loads((repo / f"results/smoke/{cell}/timing.json").read_text())     # committed with it
+        assert f"results/smoke/{cell}/timing.json" in files and timing["state_at_start"] == "todo"
+        stages = [s["stage"] for s in timing["stages"]]
+        assert "evaluate" in stages and ("train" in stages) == cell.endswith("sft/seed0")
+        assert timing["cpu_s"] == round(sum(s["cpu_s"] for s in timing["stages"]), 1) > 0
     assert "A  notes.txt" in git(repo, "status", "--porcelain")       # still staged, not committed
     assert git(repo, "status", "--porcelain", "--", "results") == ""  # nothing of the results left uncommitted
 

@@ -128,6 +128,29 @@ def test_the_llm_judges_token_cap_is_part_of_the_tasks_identity(monkeypatch):
     assert hashes(recipe()) == hashes(recipe(squad__judge="match"))
 
 
+def test_a_budget_control_is_stale_when_its_reference_targets_are(monkeypatch):
+    """sft_matched trains for s3ft's trained tokens: s3ft's targets are upstream of its adapter (and of nothing
+    else's: sft's hashes, and every hash of a recipe without a control, are unchanged by the control existing)."""
+    r = recipe()
+    r.methods.append("sft_matched")
+    before = resolve(r)
+    assert before.budget_reference("sft_matched") == "s3ft" and before.budget_reference("sft") is None
+    assert before.train_hash("squad", "sft_matched", 0) != before.train_hash("squad", "sft", 0)
+    assert hashes(r) == hashes(recipe())
+    old = {s: f("squad", m, *a) for s, f, m, a in (
+        ("train_sft", before.train_hash, "sft", (0,)), ("targets_matched", before.targets_hash, "sft_matched", ()),
+        ("train_matched", before.train_hash, "sft_matched", (0,)), ("cell_matched", before.cell_hash, "sft_matched", (0,)))}
+    real = config_mod.ResolvedConfig.targets_hash
+    # a change only S3FT's targets see (as a change to its selection rule would be)
+    monkeypatch.setattr(config_mod.ResolvedConfig, "targets_hash",
+                        lambda self, task, method: real(self, task, method) + ("x" if method == "s3ft" else ""))
+    after = resolve(r)
+    assert after.train_hash("squad", "sft", 0) == old["train_sft"]
+    assert after.targets_hash("squad", "sft_matched") == old["targets_matched"]
+    assert after.train_hash("squad", "sft_matched", 0) != old["train_matched"]
+    assert after.cell_hash("squad", "sft_matched", 0) != old["cell_matched"]
+
+
 @pytest.fixture
 def runner_for(tmp_path):
     def make(r: Recipe) -> CellRunner:

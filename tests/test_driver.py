@@ -179,3 +179,38 @@ def test_tolerance_check_is_not_vacuous():
         assert_close({"text": "a"}, {"text": "b"})
     with pytest.raises(AssertionError):
         assert_close({"correct": True}, {"correct": 1.0})
+
+
+def test_a_budget_control_trains_for_its_reference_methods_tokens(tmp_path, data_dir):
+    """sft_matched (issue 17): gold targets, trained for as many tokens as s3ft's targets hold - here made three
+    times longer than gold, so the control must run past its one epoch - recorded in its training log."""
+    from methods.train import encode_records  # noqa: PLC0415
+    from methods.train_config import load_records  # noqa: PLC0415
+    from repro.driver.cell import Cell, CellRunner  # noqa: PLC0415
+    from repro.driver.recipes import load_recipe  # noqa: PLC0415
+    from repro.runtime import models  # noqa: PLC0415
+    from repro.runtime.store import jsonl_bytes  # noqa: PLC0415
+
+    recipe = load_recipe("smoke", ["methods=[base, sft, s3ft, sft_matched]", "evaluation.benchmarks={}",
+                                   "evaluation.headline_benchmarks=[]", "evaluation.cross_task=false",
+                                   "tasks={squad: {train: 6, test: 2, max_new_tokens: 8, paraphrase_max_new_tokens: 8,"
+                                   " judge: match}}"])
+    runner = CellRunner(recipe, data_dir=data_dir, work_root=tmp_path / "runs", results_root=tmp_path / "results",
+                        progress=False)
+    s3ft, matched = Cell("smoke", "squad", "s3ft", 0), Cell("smoke", "squad", "sft_matched", 0)
+    runner.build_targets(s3ft)
+    path = runner.paths(s3ft)["targets"] / "targets.jsonl"
+    longer = [{**r, "target": " ".join([r["target"]] * 3)} for r in load_records(path)]
+    path.write_bytes(jsonl_bytes(longer))          # the summary's hash still matches: these targets are reused
+
+    runner.build_targets(matched)
+    log, adapter = runner.train(matched)
+    cfg = runner.train_config(matched)
+    tok = models.load_tokenizer("tiny")
+    budget = encode_records(tok, longer, cfg.max_length)[1]["trained_tokens_per_epoch"]
+    own = encode_records(tok, load_records(runner.paths(matched)["targets"] / "targets.jsonl"), cfg.max_length)[1]
+    assert budget > 2 * own["trained_tokens_per_epoch"]
+    assert log["data"]["token_budget"] == {"trained_tokens": budget, "of_examples": 6, "epochs": 1, "method": "s3ft"}
+    assert log["trained_tokens"] >= budget > log["trained_tokens"] - log["steps"][-1]["trained_tokens"]
+    assert log["total_steps"] == len(log["steps"]) > 2 and log["steps"][-1]["epoch"] >= 2
+    assert adapter is not None and runner.state(matched) == "trained"

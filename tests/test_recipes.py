@@ -45,3 +45,29 @@ def test_quick_is_the_papers_main_comparison_with_every_knob_commented():
             and "#" not in line and not line.rstrip().endswith(":")          # section headers
             and not line.startswith(("name:", "description:"))]
     assert not bare, f"knobs without a comment saying what they trade: {bare}"
+
+
+def test_method_seeds_run_a_method_on_its_own_seeds(tmp_path):
+    """`method_seeds` (a costly control run once): the plan, the partial-preset bookkeeping and the checks."""
+    from repro.driver.grid import plan  # noqa: PLC0415
+    from repro.report.load import expected_cells  # noqa: PLC0415
+
+    recipe = load_recipe("smoke", ["seeds=[0, 1]", "methods=[base, sft, s3ft, sft_matched]",
+                                   "method_seeds={sft_matched: [0]}", "tasks={squad: {train: 4, test: 4}}"])
+    cells = {c.label for c in plan(recipe)}
+    assert cells == {"squad/base/seed0", "squad/sft/seed0", "squad/sft/seed1", "squad/s3ft/seed0",
+                     "squad/s3ft/seed1", "squad/sft_matched/seed0"}
+    assert {c.label for c in plan(recipe, seeds=[1])} == {"squad/base/seed0", "squad/sft/seed1", "squad/s3ft/seed1"}
+    assert recipe.to_dict()["method_seeds"] == {"sft_matched": [0]}
+    assert "method_seeds" not in load_recipe("smoke").to_dict()       # older recipes' provenance is unchanged
+
+    class Stored:                                                     # a committed cell carrying its recipe
+        def __init__(self, method: str, seed: int) -> None:
+            self.task, self.method, self.seed = "squad", method, seed
+            self.doc = {"provenance": {"recipe": recipe.to_dict()}}
+    assert {c.label for c in expected_cells("smoke", [Stored("sft", 0)])} == cells
+
+    for bad, match in (("{sft_matched: 0}", "non-empty list"), ("{ssr: [0]}", "not a trained method"),
+                       ("{base: [0]}", "not a trained method")):
+        with pytest.raises(ValueError, match=match):
+            load_recipe("smoke", ["methods=[base, sft, s3ft, sft_matched]", f"method_seeds={bad}"])

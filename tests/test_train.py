@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from methods.train import TrainConfig, encode_records, epoch_order, micro_batches, train
+from methods.train import TrainConfig, encode_records, epoch_order, micro_batches, step_schedule, train
 from repro.runtime import models
-from repro.runtime.chat import encode_pair
+from repro.runtime.chat import EncodedPair, encode_pair
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,6 +58,29 @@ def test_data_order_depends_only_on_size_seed_and_epoch():
     assert epoch_order(20, 3, 0) != epoch_order(20, 3, 1)
     assert epoch_order(20, 3, 0) != epoch_order(20, 4, 0)
     assert sorted(epoch_order(20, 3, 0)) == list(range(20))
+
+
+def test_a_token_budget_trains_that_many_tokens_in_the_same_data_order():
+    """A budget control (methods/sft_matched.py) takes the same epoch orders as its epochs would, continuing past
+    them or stopping early, and stops at the first step that reaches the budget."""
+    pairs = [EncodedPair(list(range(10 + i)), 10) for i in range(10)]      # example i trains i tokens
+    cfg = TrainConfig(epochs=2, batch_size=3, seed=7)
+    plain = step_schedule(pairs, cfg)
+    orders = [epoch_order(10, 7, e) for e in range(4)]
+    assert plain == [o[k:k + 3] for o in orders[:2] for k in (0, 3, 6, 9)]
+    per_epoch = sum(p.n_response for p in pairs)                           # 45
+
+    def tokens(steps):
+        return [sum(pairs[i].n_response for i in s) for s in steps]
+
+    for budget in (per_epoch // 3, 2 * per_epoch, int(3.5 * per_epoch)):
+        steps = step_schedule(pairs, cfg, budget)
+        trained = tokens(steps)
+        assert sum(trained) >= budget > sum(trained) - trained[-1]        # stops at the step that reaches it
+        flat = [o[k:k + 3] for o in orders for k in (0, 3, 6, 9)]
+        assert steps == flat[:len(steps)]                                  # the unbudgeted order, continued
+    assert len(step_schedule(pairs, cfg, per_epoch // 3)) < len(plain) < len(step_schedule(pairs, cfg, 3 * per_epoch))
+    assert step_schedule(pairs, cfg, 2 * per_epoch) == plain              # two epochs' worth = two epochs
 
 
 def test_micro_batches_respect_the_token_budget(records, tok):

@@ -214,10 +214,19 @@ class CellRunner:
                              "wall_time_s": 0.0, "trained_tokens_per_s": None, "adapter_sha256": None}
                 atomic_write_json(log_path, train_log)
                 return train_log, None
+            budget_records = None
+            ref = self.config.budget_reference(cell.method)
+            if ref is not None:                       # a budget control: the reference method's targets first
+                ref_cell = Cell(cell.preset, cell.task, ref, cell.seed)
+                self.build_targets(ref_cell)
+                budget_records = load_records(self.paths(ref_cell)["targets"] / "targets.jsonl")
             self.on_stage(cell, "train")
             with hf_stage():                          # a vLLM engine sleeps while training has the GPU
                 train_log = train_core(self.config.model, records, self.train_config(cell), p["train"],
-                                  progress=self.progress, extra={"config_hash": h})
+                                       progress=self.progress, extra={"config_hash": h},
+                                       budget_records=budget_records)
+            if ref is not None:
+                train_log["data"]["token_budget"]["method"] = ref
             train_log["adapter_sha256"] = _adapter_sha(p["train"] / "adapter")
             atomic_write_json(log_path, train_log)
         if train_log.get("skipped"):

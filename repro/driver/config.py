@@ -12,7 +12,8 @@ Stage hashes (what each covers; a stage's hash includes the hash of the stage it
               sha256), the acceptance checks' versions (filter, validity, truncation rule, paraphrase prompt), the
               train subset (size, data_seed), predict and paraphrase decoding (token caps, stop strings, sampling),
               generation backend and batch size
-  train       targets hash + the full TrainConfig (every field, defaults included) with the cell's seed
+  train       targets hash + the full TrainConfig (every field, defaults included) with the cell's seed + (a
+              budget control, `Method.trained_tokens_of`) the reference method and its targets hash
   in_domain   per evaluated task: its identity, test subset (size, data_seed), predict decoding, generation settings
               (the evaluated model is not in it: the cell's upstream hash carries that)
   benchmarks  each benchmark's resolved spec (limit, num_fewshot, its registry entry), seed, batch size, chat
@@ -164,9 +165,16 @@ class ResolvedConfig:
                             "decoding": {"predict": t.predict.to_dict(), "paraphrase": t.paraphrase.to_dict()},
                             "generation": self.generation.to_dict()})
 
+    def budget_reference(self, method: str) -> str | None:
+        """The method whose trained tokens `method` is trained for (`Method.trained_tokens_of`), if any."""
+        return get_method(method).trained_tokens_of if method in method_ids() else None
+
     def train_hash(self, task: str, method: str, seed: int) -> str:
-        return config_hash({"stage": "train", "targets": self.targets_hash(task, method),
-                            "train": self.train_config(seed).to_dict()})
+        stage = {"stage": "train", "targets": self.targets_hash(task, method), "train": self.train_config(seed).to_dict()}
+        ref = self.budget_reference(method)
+        if ref is not None:             # only here: every other method's hash is what it was before controls existed
+            stage["trained_tokens_of"] = {"method": ref, "targets": self.targets_hash(task, ref)}
+        return config_hash(stage)
 
     def in_domain_hash(self, task: str) -> str:
         """Evaluating a model on a task's test subset (model-independent: the cell hash adds the model)."""

@@ -25,6 +25,7 @@ from methods.registry import get_method
 from repro.driver.cell import Cell, CellRunner
 from repro.driver.recipes import Recipe
 from repro.runtime.models import CACHE_ENV, cache_root
+from repro.runtime.provenance import hardware
 from repro.runtime.runlog import output_to_log
 from repro.runtime.store import atomic_write_json
 from repro.runtime.threads import pin_threads
@@ -38,12 +39,12 @@ def plan(recipe: Recipe, tasks: Sequence[str] | None = None, methods: Sequence[s
          seeds: Sequence[int] | None = None) -> list[Cell]:
     tasks = list(tasks or recipe.tasks)
     methods = list(methods or recipe.methods)
-    seeds = list(seeds if seeds is not None else recipe.seeds)
     for t in tasks:
         if t not in recipe.tasks:
             raise ValueError(f"task {t!r} is not in preset {recipe.name} (it has {list(recipe.tasks)})")
     cells = [Cell(recipe.name, t, "base", BASE_SEED) for t in tasks if "base" in methods]
-    cells += [Cell(recipe.name, t, m, s) for t in tasks for m in methods if m != "base" for s in seeds]
+    cells += [Cell(recipe.name, t, m, s) for t in tasks for m in methods if m != "base"
+              for s in recipe.seeds_of(m, None if seeds is None else list(seeds))]
     return cells
 
 
@@ -78,6 +79,7 @@ class Progress:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._stage_clock: dict[Cell, tuple[str, float, float]] = {}
+        self.stage_times: dict[Cell, list[dict]] = {}      # per cell: each finished stage's wall and CPU seconds
         if self.live and not self.quiet:
             self._ticker = threading.Thread(target=self._tick, daemon=True)
             self._ticker.start()
@@ -145,8 +147,10 @@ class Progress:
         """run.log gets each stage's wall and CPU seconds (CPU time says what a quiet machine would take)."""
         prev = self._stage_clock.pop(cell, None)
         if prev is not None:
-            log.info("stage %s %s: %.1f s wall, %.1f s cpu", cell.label, prev[0], time.time() - prev[1],
-                     time.process_time() - prev[2])
+            wall, cpu = time.time() - prev[1], time.process_time() - prev[2]
+            log.info("stage %s %s: %.1f s wall, %.1f s cpu", cell.label, prev[0], wall, cpu)
+            self.stage_times.setdefault(cell, []).append({"stage": prev[0], "wall_s": round(wall, 1),
+                                                          "cpu_s": round(cpu, 1), "ended": round(time.time())})
 
     def stage(self, cell: Cell, stage: str) -> None:
         self.started.setdefault(cell, time.time())
@@ -227,10 +231,27 @@ def _committed(commit, runner: CellRunner, cell: Cell) -> None:
         print(f"warning: cell {cell.label} finished but was not committed: {e}", file=sys.stderr, flush=True)
 
 
+def write_timing(runner: CellRunner, cell: Cell, progress: Progress, state_at_start: str) -> None:
+    """timing.json beside a finished cell's result: the wall and CPU seconds of each stage this run did for it, the
+    machine and its load. CPU seconds (the driver process, all its threads) say what a quiet machine would take
+    when the cores were shared. What a killed earlier run did for the cell is not in it (`state_at_start`
+    says how far that run got); a stage shared with other cells (a task's own answers) is counted where it ran."""
+    stages = progress.stage_times.pop(cell, [])
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    atomic_write_json(runner.paths(cell)["result"] / "timing.json", {
+        "cell": cell.label, "state_at_start": state_at_start, "stages": stages,
+        "wall_s": round(sum(s["wall_s"] for s in stages), 1), "cpu_s": round(sum(s["cpu_s"] for s in stages), 1),
+        "hardware": hardware(), "loadavg_at_end": load})
+
+
 def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress, commit=None) -> None:
     runner.on_stage = progress.stage
     for cell in cells:
-        if runner.state(cell) == "done":
+        state = runner.state(cell)
+        if state == "done":
             progress.finish(cell, computed=False)
             continue
         try:
@@ -241,6 +262,8 @@ def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress, com
             log.error("cell %s failed:\n%s", cell.label, traceback.format_exc())
             progress.finish(cell, computed=True, error=f"{type(e).__name__}: {e}")
             continue
+        progress.stage(cell, "commit" if commit is not None else "done")    # closes the last stage's clock
+        write_timing(runner, cell, progress, state)
         _committed(commit, runner, cell)
         progress.finish(cell, computed=True)
 

@@ -45,11 +45,20 @@ class Recipe:
     evaluation: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     source: str = ""
+    # method -> its seeds, for a method that runs fewer (or other) seeds than `seeds`, e.g. a costly control
+    method_seeds: dict[str, list[int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {k: copy.deepcopy(getattr(self, k)) for k in
-                ("name", "model", "description", "data_seed", "seeds", "methods", "tasks", "train", "generation",
-                 "evaluation")}
+        keys = ("name", "model", "description", "data_seed", "seeds", "methods", "tasks", "train", "generation",
+                "evaluation") + (("method_seeds",) if self.method_seeds else ())
+        return {k: copy.deepcopy(getattr(self, k)) for k in keys}
+
+    def seeds_of(self, method: str, seeds: list[int] | None = None) -> list[int]:
+        """The training seeds `method` runs: `method_seeds` where it names the method, else `seeds`; a run's
+        ``--seeds`` (`seeds`) narrows both (a method in `method_seeds` keeps only its seeds among them)."""
+        run = list(seeds if seeds is not None else self.seeds)
+        own = self.method_seeds.get(method)
+        return run if own is None else [s for s in own if seeds is None or s in run]
 
 
 def available_presets() -> list[str]:
@@ -94,7 +103,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     if missing:
         raise ValueError(f"{path}: missing keys {sorted(missing)}")
     unknown = set(raw) - {"name", "model", "tasks", "methods", "seeds", "train", "data_seed", "generation",
-                          "evaluation", "description"}
+                          "evaluation", "description", "method_seeds"}
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
     recipe = Recipe(source=str(path), **{k: raw[k] for k in raw})
@@ -178,6 +187,13 @@ def validate_recipe(r: Recipe) -> None:
     TrainConfig.from_dict({k: v for k, v in r.train.items() if k != "seed"})
     if not r.seeds or not all(isinstance(s, int) for s in r.seeds):
         raise ValueError(f"{where}: seeds must be a non-empty list of integers")
+    if not isinstance(r.method_seeds, dict):
+        raise ValueError(f"{where}: method_seeds must map methods to lists of seeds")
+    for m, seeds in r.method_seeds.items():
+        if m not in r.methods or m == "base":
+            raise ValueError(f"{where}: method_seeds.{m}: not a trained method of this recipe ({r.methods})")
+        if not seeds or not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
+            raise ValueError(f"{where}: method_seeds.{m} must be a non-empty list of integers")
 
 
 def headline_benchmarks(evaluation: dict) -> list[str]:

@@ -17,7 +17,8 @@ from repro.report.measures import (
     train_cost,
 )
 
-COMPARISONS = [("s3ft", "sft"), ("s3ft", "sdft"), ("ssr", "sft")]
+# s3ft vs sft_matched: S3FT against SFT trained for S3FT's number of target tokens (is the gain the budget?)
+COMPARISONS = [("s3ft", "sft"), ("s3ft", "sdft"), ("ssr", "sft"), ("s3ft", "sft_matched")]
 
 
 def comparison_rows(g: Grid) -> list[dict]:

@@ -22,7 +22,7 @@ PAPER_REFERENCE = REPO / "results" / "paper_reference.json"
 OUTPUT_DIRS = {"tables", "figures"}   # written by the report under a results dir: never results themselves
 
 # Fixed display orders (paper order first, then anything else alphabetically): determinism and readability.
-METHOD_ORDER = ["base", "sft", "sdft", "s3ft", "ssr", "self_only"]
+METHOD_ORDER = ["base", "sft", "sdft", "s3ft", "ssr", "self_only", "sft_matched"]
 TASK_ORDER = ["gsm8k", "mbpp", "nq_open", "squad"]
 BENCH_ORDER = ["mmlu", "mmlu_5shot", "truthfulqa_mc1", "truthfulqa_mc2", "hellaswag", "winogrande"]
 
@@ -121,22 +121,29 @@ def expected_cells(preset: str, cells: list[CellResult]) -> set[Cell]:
                if (r := c.doc.get("provenance", {}).get("recipe")) and r.get("tasks") is not None}
     tasks = {c.task for c in cells}
     methods = {c.method for c in cells}
-    seeds = {c.seed for c in cells if c.method != "base"}
+    seeds: set[int] = set()
+    own_seeds: dict[str, set[int]] = {}          # recipe `method_seeds`: methods that run their own seeds
     if recipes:
         for r in recipes.values():
             tasks |= set(r["tasks"])
             methods |= set(r.get("methods") or [])
             seeds |= set(r.get("seeds") or [])
+            for m, s in (r.get("method_seeds") or {}).items():
+                own_seeds.setdefault(m, set()).update(s)
     else:
         try:
             r = load_recipe(preset)
             tasks |= set(r.tasks)
             methods |= set(r.methods)
             seeds |= set(r.seeds)
+            own_seeds = {m: set(s) for m, s in r.method_seeds.items()}
         except (FileNotFoundError, ValueError):
             pass
+    seeds |= {c.seed for c in cells if c.method != "base" and c.method not in own_seeds}
     out = {Cell(preset, t, "base", BASE_SEED) for t in tasks if "base" in methods}
-    return out | {Cell(preset, t, m, s) for t in tasks for m in methods if m != "base" for s in seeds}
+    # a method's own seeds, plus any seed it has results for (a run's --seeds are not recorded in the recipe)
+    return out | {Cell(preset, t, m, s) for t in tasks for m in methods if m != "base"
+                  for s in (own_seeds[m] | {c.seed for c in cells if c.method == m} if m in own_seeds else seeds)}
 
 
 class Grid:

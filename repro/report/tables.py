@@ -132,7 +132,7 @@ def table3(g: Grid) -> Table:
     ref = g.ref["table3_s3ft_target_sources"]["values"]
     headers = ["task", "method", "seeds", "model %", "paraphrase %", "gold %", "kept targets",
                "paper S3FT (model / paraphrase / gold %)"]
-    by_source = order({m for m in g.methods if m != "base"}, ["s3ft", "ssr", "sdft", "self_only", "sft"])
+    by_source = order({m for m in g.methods if m != "base"}, ["s3ft", "ssr", "sdft", "self_only", "sft", "sft_matched"])
     rows, used = [], []
     for t in g.tasks:
         for m in by_source:
