@@ -80,8 +80,10 @@ def comparison_rows(g: Grid) -> list[dict]:
                             **r, "value_a": shift({bn: per[bn][0] for bn in head}),
                             "value_b": shift({bn: per[bn][1] for bn in head}), "unit": "nats", "scale": 1.0,
                             "cost": cost,
-                            "verdict": verdict(r["diff"], r["p_value"], r["mde"], better=f"{a} moves less",
-                                               worse=f"{a} moves more", unit="nats", scale=1.0)})
+                            # A - B > 0: A's tuned model gives the correct choices more log p than B's does
+                            "verdict": verdict(r["diff"], r["p_value"], r["mde"],
+                                               better=f"{a} leaves log p(correct) higher",
+                                               worse=f"{a} leaves log p(correct) lower", unit="nats", scale=1.0)})
     return out
 
 
