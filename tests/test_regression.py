@@ -535,6 +535,23 @@ def test_comparison_rows_recomputed(preset: str) -> None:
             binary = f in ("correct", "em", "contains")
             r = paired_comparison(seed_means(per(A)), seed_means(per(B)), clusters=clusters, seed=0,
                                   binary_seeds=(len(A), len(B)) if binary else None)
+        elif measure.startswith("Δ log p(correct)"):      # A - B of the tuned models' log p, paper four, nats
+            from evals.benchmarks import BENCHMARKS  # noqa: PLC0415
+
+            prim = cells[(t, "base")][0][0]["generalization"]["primary_metric"]
+            per_b = {n: (seed_means([_bench(items, n, "logp_correct") for _, items in A]),
+                         seed_means([_bench(items, n, "logp_correct") for _, items in B]), None)
+                     for n in prim if BENCHMARKS[n].headline}
+            r = paired_average_comparison(per_b, seed=0)
+            expected = f"{r['diff']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]"
+            assert row["A − B [95% CI]"] == expected, (t, a, b, measure)
+            assert row["p"] == (f"{r['p_value']:.3f}" if r["p_value"] >= 0.001 else "<0.001"), (t, a, b, measure)
+            if r["p_value"] >= 0.05:
+                assert row["reading"].startswith("cannot tell at this n"), row
+            else:           # the direction of the effect, in words that say which way log p(correct) went
+                assert row["reading"] == f"{a} leaves log p(correct) {'higher' if r['diff'] > 0 else 'lower'}", row
+            checked += 1
+            continue
         else:
             base_doc, base_items = cells[(t, "base")][0]
             prim = base_doc["generalization"]["primary_metric"]
