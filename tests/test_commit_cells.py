@@ -50,6 +50,7 @@ def test_each_cell_is_committed_and_a_fresh_clone_resumes(repo, tmp_path, data_d
         stages = [s["stage"] for s in timing["stages"]]
         assert "evaluate" in stages and ("train" in stages) == cell.endswith("sft/seed0")
         assert timing["cpu_s"] == round(sum(s["cpu_s"] for s in timing["stages"]), 1) > 0
+        assert stages[-1] == "write" and "commit" not in stages
     assert "A  notes.txt" in git(repo, "status", "--porcelain")       # still staged, not committed
     assert git(repo, "status", "--porcelain", "--", "results") == ""  # nothing of the results left uncommitted
 

@@ -152,6 +152,11 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(uninterrupted, 
 
     clean, resumed = load_grid(uninterrupted / "results"), load_grid(tmp_path / "results")
     assert sorted(clean) == sorted(resumed) and len(clean) == 3
+    # timing.json keeps the stages the killed runs finished (the cell journal), each once
+    timings = [json.loads(p.read_text()) for p in (tmp_path / "results").rglob("timing.json")]
+    assert len(timings) == 3 and all(t["stages"][-1]["stage"] == "write" for t in timings)
+    assert any(len({s["pid"] for s in t["stages"]}) > 1 for t in timings)
+    assert all([s["stage"] for s in t["stages"]].count("train") == 1 for t in timings if "/base/" not in t["cell"])
     for key in clean:
         assert normalized(resumed[key]) == normalized(clean[key]), key
         items = [(r / "results" / key).with_name("items.jsonl.gz").read_bytes()

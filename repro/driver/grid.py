@@ -7,6 +7,7 @@ same command after a kill (SIGKILL included) completes the grid with the results
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from repro.driver.recipes import Recipe
 from repro.runtime.models import CACHE_ENV, cache_root
 from repro.runtime.provenance import hardware
 from repro.runtime.runlog import output_to_log
-from repro.runtime.store import atomic_write_json
-from repro.runtime.threads import pin_threads
+from repro.runtime.store import atomic_write_json, read_jsonl
+from repro.runtime.threads import THREADS_ENV, pin_threads
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class Progress:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._stage_clock: dict[Cell, tuple[str, float, float]] = {}
-        self.stage_times: dict[Cell, list[dict]] = {}      # per cell: each finished stage's wall and CPU seconds
+        # called with (cell, record) as each stage ends: run_local journals them in the cell's work folder
+        self.stage_sink: Callable[[Cell, dict], None] | None = None
         if self.live and not self.quiet:
             self._ticker = threading.Thread(target=self._tick, daemon=True)
             self._ticker.start()
@@ -143,24 +145,27 @@ class Progress:
                     "left": sorted(c.label for c in self.cells if c not in self.done | set(self.failed)
                                    | set(self.running)), "eta_s": self.eta(), "updated": time.time()})
 
-    def _log_stage_end(self, cell: Cell) -> None:
-        """run.log gets each stage's wall and CPU seconds (CPU time says what a quiet machine would take)."""
+    def end_stage(self, cell: Cell) -> None:
+        """run.log (and the stage sink) get the running stage's wall and CPU seconds (CPU time says what a quiet
+        machine would take)."""
         prev = self._stage_clock.pop(cell, None)
         if prev is not None:
             wall, cpu = time.time() - prev[1], time.process_time() - prev[2]
             log.info("stage %s %s: %.1f s wall, %.1f s cpu", cell.label, prev[0], wall, cpu)
-            self.stage_times.setdefault(cell, []).append({"stage": prev[0], "wall_s": round(wall, 1),
-                                                          "cpu_s": round(cpu, 1), "ended": round(time.time())})
+            if self.stage_sink is not None:
+                self.stage_sink(cell, {"stage": prev[0], "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                                       "ended": round(time.time()), "pid": os.getpid(),
+                                       "threads": os.environ.get(THREADS_ENV), "loadavg": _loadavg()})
 
     def stage(self, cell: Cell, stage: str) -> None:
         self.started.setdefault(cell, time.time())
-        self._log_stage_end(cell)
+        self.end_stage(cell)
         self._stage_clock[cell] = (stage, time.time(), time.process_time())
         self.running[cell] = stage
         self.update()
 
     def finish(self, cell: Cell, *, computed: bool, error: str | None = None) -> None:
-        self._log_stage_end(cell)
+        self.end_stage(cell)
         self.running.pop(cell, None)
         if error:
             self.failed[cell] = error
@@ -231,24 +236,43 @@ def _committed(commit, runner: CellRunner, cell: Cell) -> None:
         print(f"warning: cell {cell.label} finished but was not committed: {e}", file=sys.stderr, flush=True)
 
 
-def write_timing(runner: CellRunner, cell: Cell, progress: Progress, state_at_start: str) -> None:
-    """timing.json beside a finished cell's result: the wall and CPU seconds of each stage this run did for it, the
-    machine and its load. CPU seconds (the driver process, all its threads) say what a quiet machine would take
-    when the cores were shared. What a killed earlier run did for the cell is not in it (`state_at_start`
-    says how far that run got); a stage shared with other cells (a task's own answers) is counted where it ran."""
-    stages = progress.stage_times.pop(cell, [])
+def _loadavg() -> list[float] | None:
     try:
-        load = list(os.getloadavg())
+        return [round(x, 2) for x in os.getloadavg()]
     except OSError:
-        load = None
+        return None
+
+
+def _journal(runner: CellRunner, cell: Cell) -> Path:
+    return runner.paths(cell)["train"] / "stage_times.jsonl"
+
+
+def _journal_stage(runner: CellRunner, cell: Cell, record: dict) -> None:
+    path = _journal(runner, cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def write_timing(runner: CellRunner, cell: Cell, state_at_start: str) -> None:
+    """timing.json beside a finished cell's result: the wall and CPU seconds of every stage a run on this machine
+    finished for the cell (the journal in its work folder, so a run killed mid-cell and resumed loses only the stage
+    it was killed in), the machine and its load. CPU seconds (the driver process, all its threads) say what a quiet
+    machine would take when the cores were shared. A stage shared with other cells (a task's own answers) is counted
+    in the cell that ran it. The journal is consumed: a later rerun of the cell starts a new one."""
+    path = _journal(runner, cell)
+    stages = read_jsonl(path) if path.is_file() else []
     atomic_write_json(runner.paths(cell)["result"] / "timing.json", {
         "cell": cell.label, "state_at_start": state_at_start, "stages": stages,
         "wall_s": round(sum(s["wall_s"] for s in stages), 1), "cpu_s": round(sum(s["cpu_s"] for s in stages), 1),
-        "hardware": hardware(), "loadavg_at_end": load})
+        "hardware": hardware(), "loadavg_at_end": _loadavg()})
+    if path.is_file():
+        path.rename(path.with_name(f"stage_times.consumed-{int(time.time())}.jsonl"))
 
 
 def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress, commit=None) -> None:
     runner.on_stage = progress.stage
+    progress.stage_sink = lambda cell, record: _journal_stage(runner, cell, record)
     for cell in cells:
         state = runner.state(cell)
         if state == "done":
@@ -262,8 +286,8 @@ def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress, com
             log.error("cell %s failed:\n%s", cell.label, traceback.format_exc())
             progress.finish(cell, computed=True, error=f"{type(e).__name__}: {e}")
             continue
-        progress.stage(cell, "commit" if commit is not None else "done")    # closes the last stage's clock
-        write_timing(runner, cell, progress, state)
+        progress.end_stage(cell)
+        write_timing(runner, cell, state)
         _committed(commit, runner, cell)
         progress.finish(cell, computed=True)
 
