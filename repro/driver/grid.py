@@ -146,8 +146,8 @@ class Progress:
                                    | set(self.running)), "eta_s": self.eta(), "updated": time.time()})
 
     def end_stage(self, cell: Cell) -> None:
-        """run.log (and the stage sink) get the running stage's wall and CPU seconds (CPU time says what a quiet
-        machine would take)."""
+        """run.log (and the stage sink) get the running stage's wall and CPU seconds (CPU time is less affected by
+        other jobs than wall time, but threads spinning on oversubscribed cores still count)."""
         prev = self._stage_clock.pop(cell, None)
         if prev is not None:
             wall, cpu = time.time() - prev[1], time.process_time() - prev[2]
@@ -257,9 +257,10 @@ def _journal_stage(runner: CellRunner, cell: Cell, record: dict) -> None:
 def write_timing(runner: CellRunner, cell: Cell, state_at_start: str) -> None:
     """timing.json beside a finished cell's result: the wall and CPU seconds of every stage a run on this machine
     finished for the cell (the journal in its work folder, so a run killed mid-cell and resumed loses only the stage
-    it was killed in), the machine and its load. CPU seconds (the driver process, all its threads) say what a quiet
-    machine would take when the cores were shared. A stage shared with other cells (a task's own answers) is counted
-    in the cell that ran it. The journal is consumed: a later rerun of the cell starts a new one."""
+    it was killed in), the machine and its load. CPU seconds (the driver process, all its threads) are a better
+    guide than wall time when the cores were shared, but an overestimate when they were oversubscribed. A stage
+    shared with other cells (a task's own answers) is counted in the cell that ran it. The journal is consumed: a
+    later rerun of the cell starts a new one."""
     path = _journal(runner, cell)
     stages = read_jsonl(path) if path.is_file() else []
     atomic_write_json(runner.paths(cell)["result"] / "timing.json", {
