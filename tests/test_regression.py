@@ -26,7 +26,16 @@ from repro.driver.schema import find_results, validate_result
 from repro.report import CellResult, Grid, load_cells
 from repro.report.comparisons import COMPARISONS, comparison_rows
 from repro.report.formatting import mark_missing
-from repro.report.tables import PAPER_DATASET, table1, table2, table3, table_cost, table_cross_task, table_forgetting
+from repro.report.tables import (
+    PAPER_DATASET,
+    table1,
+    table2,
+    table3,
+    table_cost,
+    table_cross_task,
+    table_forgetting,
+    table_measured_time,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 # S3FT_RESULTS_DIR points the committed-results checks at another results root (e.g. a run before committing it).
@@ -224,7 +233,9 @@ def _copy_results(paths: list[Path], root: Path, dest: Path) -> None:
     """Copy result files (and their item files) from the results root `root` to `dest`, keeping their layout."""
     for path in paths:
         doc = json.loads(path.read_text())
-        for f in (path, path.parent / doc["items"]["path"]):
+        for f in (path, path.parent / doc["items"]["path"], path.parent / "timing.json"):
+            if not f.is_file():    # timing.json: only cells run since the driver writes it
+                continue
             (dest / f.relative_to(root)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dest / f.relative_to(root))
 
@@ -285,7 +296,7 @@ def test_partial_committed_preset_names_missing_cells(preset: str, which: int, t
 
     def tables(g: Grid) -> list:
         return mark_missing(g.missing, [table1(g), table2(g), table3(g), table_cross_task(g)[0], table_forgetting(g),
-                                        table_cost(g)])
+                                        table_cost(g), table_measured_time(g)])
 
     whole, part_ = tables(full), tables(part)
     for tb in part_:
@@ -374,6 +385,31 @@ def test_smoke_results_record_new_forgetting_measures(smoke_results: Path) -> No
     assert trained >= 4
 
 
+@pytest.mark.skipif(not _COMMITTED, reason="no committed results under results/ yet")
+def test_measured_time_sums_each_cells_timing_json(tmp_path: Path) -> None:
+    """The study's reported CPU time is this table's total: every stage of each cell's timing.json once, in hours;
+    a cell without timing.json is named and left out of the total, never counted as 0 h."""
+    preset = json.loads(_COMMITTED[0].read_text())["cell"]["preset"]
+    paths = [p for p in _COMMITTED if json.loads(p.read_text())["cell"]["preset"] == preset][:2]
+    _copy_results(paths, RESULTS, tmp_path)
+    for p in paths:
+        (tmp_path / p.relative_to(RESULTS)).with_name("timing.json").unlink(missing_ok=True)
+    timed = tmp_path / paths[0].relative_to(RESULTS)
+    (timed.with_name("timing.json")).write_text(json.dumps({
+        "stages": [{"stage": "train", "wall_s": 3600.0, "cpu_s": 7200.0, "threads": "2"},
+                   {"stage": "evaluate", "wall_s": 1800.0, "cpu_s": 1800.0, "threads": "1"},
+                   {"stage": "train", "wall_s": 360.0, "cpu_s": 0.0, "threads": "2"}],
+        "wall_s": 5760.0, "cpu_s": 9000.0, "loadavg_at_end": [1.25, 1.0, 1.0]}))
+    g = Grid(preset, load_cells(tmp_path, preset), json.loads(PAPER_REFERENCE.read_text()))
+    tb = table_measured_time(g)
+    key = json.loads(timed.read_text())["cell"]
+    assert tb.rows[0] == [key["task"], key["method"], str(key["seed"]), "train, evaluate", "1.60", "2.50", "1/2", "1.2"]
+    assert tb.rows[-1][:1] + tb.rows[-1][4:6] == ["all 1 timed cells", "1.60", "2.50"]
+    other = json.loads((tmp_path / paths[1].relative_to(RESULTS)).read_text())["cell"]
+    label = f"{other['task']}/{other['method']}/seed{other['seed']}"
+    assert any("No timing.json (1 cells" in n and label in n for n in tb.notes)
+
+
 def test_smoke_tables_deterministic(smoke_results: Path, tmp_path: Path) -> None:
     out1 = render(smoke_results, tmp_path / "a")
     render(smoke_results, tmp_path / "b")
@@ -384,7 +420,8 @@ def test_smoke_tables_deterministic(smoke_results: Path, tmp_path: Path) -> None
         manifest = json.loads(a[f"tables/{preset}/MANIFEST.json"])
         expected = {f"tables/{preset}/{n}.{ext}" for n in ("table1_logp", "table2_in_domain", "table3_targets",
                                                             "table4_generalization", "comparisons", "cross_task",
-                                                            "forgetting_signal", "cost") for ext in ("md", "tex")}
+                                                            "forgetting_signal", "cost", "measured_time")
+                    for ext in ("md", "tex")}
         expected |= {f"figures/{preset}/{n}.png" for n in ("fig2_logp_hist", "gain_vs_drop", "cross_task_heatmap")}
         assert set(manifest["files"]) == expected
         import hashlib  # noqa: PLC0415
@@ -396,6 +433,8 @@ def test_smoke_tables_deterministic(smoke_results: Path, tmp_path: Path) -> None
         t2 = a[f"tables/{preset}/table2_in_domain.md"].decode()
         assert any(v in t2 for v in ("40.3", "22.2", "64.7")), "the paper's base row is missing from Table 2"
         assert f"Preset: {preset}" in t2 and "Commits:" in t2 and "Hardware:" in t2
+        n_cells = sum(json.loads(p.read_text())["cell"]["preset"] == preset for p in find_results(smoke_results))
+        assert f"| all {n_cells} timed cells " in a[f"tables/{preset}/measured_time.md"].decode()
     assert "### Table 2: in-domain" in out1 and "### Table 3" in out1   # Markdown echoed
     assert "### Table 1: log p" in out1 and "own answer judge-accepted" in out1
 

@@ -92,6 +92,13 @@ class CellResult:
     def candidates(self) -> list[dict]:
         return [it for it in self.items if it["kind"] == "candidates"]
 
+    @cached_property
+    def timing(self) -> dict | None:
+        """timing.json beside the result (wall and CPU seconds of every stage the cell's runs finished), or None
+        for a cell run before the driver wrote it."""
+        path = self.path.parent / "timing.json"
+        return json.loads(path.read_text()) if path.is_file() else None
+
 
 def result_paths(results: Path) -> list[Path]:
     """Every result.json under `results`, leaving out the report's own output folders."""

@@ -12,7 +12,15 @@ from repro.report.figures import fig_cross_task, fig_gain_vs_drop, fig_logp
 from repro.report.formatting import mark_missing
 from repro.report.generalization import table4
 from repro.report.load import CellResult, Grid, find_presets, load_cells, load_reference
-from repro.report.tables import table1, table2, table3, table_cost, table_cross_task, table_forgetting
+from repro.report.tables import (
+    table1,
+    table2,
+    table3,
+    table_cost,
+    table_cross_task,
+    table_forgetting,
+    table_measured_time,
+)
 from repro.runtime.store import sha256_file
 
 
@@ -26,7 +34,7 @@ def render_preset(preset: str, cells: list[CellResult], ref: dict, out: Path,
     tdir.mkdir(parents=True, exist_ok=True)
     cross, labels, accs, deltas = table_cross_task(g)
     tables = mark_missing(g.missing, [table1(g), table2(g), table3(g), table4(g), table_comparisons(g), cross,
-                                      table_forgetting(g), table_cost(g)])
+                                      table_forgetting(g), table_cost(g), table_measured_time(g)])
     written = []
     for tb in tables:
         md = tb.markdown()

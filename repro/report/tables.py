@@ -1,4 +1,4 @@
-"""The paper's Tables 1-3 and the per-cell tables (cross-task matrix, forgetting signal, cost), each a ``Table``
+"""The paper's Tables 1-3 and the per-cell tables (cross-task matrix, forgetting signal, cost, measured time), each a ``Table``
 built from a preset's ``Grid``. Table 4 is in generalization.py, the paired comparisons in comparisons.py."""
 from __future__ import annotations
 
@@ -258,3 +258,38 @@ def table_cost(g: Grid) -> Table:
     return Table("cost", "Cost: wall time per stage", headers, rows, used, notes)
 
 
+
+
+def table_measured_time(g: Grid) -> Table:
+    """The time each cell took, from the timing.json its runs journalled stage by stage (so a cell killed and
+    resumed counts every finished stage once, across processes and sessions), and the preset's total: what a
+    study's cost is reported from. provenance.wall_time_s (the cost table) holds only the last process's stages."""
+    headers = ["task", "method", "seed", "stages", "wall (h)", "CPU (h)", "threads", "load at end"]
+    rows, used, untimed = [], [], []
+    for t in g.tasks:
+        for m in g.methods:
+            for c in g.group(t, m):
+                tm = c.timing
+                if tm is None:
+                    untimed.append(c.cell.label)
+                    continue
+                used.append(c)
+                threads = sorted({str(s.get("threads")) for s in tm["stages"] if s.get("threads")})
+                load = tm.get("loadavg_at_end")
+                rows.append([t, m, str(c.seed), ", ".join(dict.fromkeys(s["stage"] for s in tm["stages"])),
+                             f"{tm['wall_s'] / 3600:.2f}", f"{tm['cpu_s'] / 3600:.2f}", "/".join(threads) or "—",
+                             f"{load[0]:.1f}" if load else "—"])
+    if used:
+        rows.append([f"all {len(used)} timed cells", "", "", "", f"{sum(c.timing['wall_s'] for c in used) / 3600:.2f}",
+                     f"{sum(c.timing['cpu_s'] for c in used) / 3600:.2f}", "", ""])
+    notes = ["Hours summed over every stage in each cell's timing.json (written by `python -m repro run`). CPU time "
+             "is the driver process's, all threads: closer than wall time to what a quiet machine takes when the "
+             "cores were shared, but an overestimate when they were oversubscribed (threads spinning on busy "
+             "cores count). A stage shared with other cells (the task's own answers, a method's targets) is "
+             "counted in the cell that ran it; a stage served from the cache costs ~0.",
+             "Stages recovered from a run's log rather than the journal (runs that predate it) carry a 'source' "
+             "field in timing.json; the cell's 'notes' field says what was not counted."]
+    if untimed:
+        notes.append(f"No timing.json ({len(untimed)} cells, run before the driver wrote it; not in the total): "
+                     f"{', '.join(untimed)}.")
+    return Table("measured_time", "Measured time per cell (timing.json)", headers, rows, used, notes)
