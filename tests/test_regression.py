@@ -205,14 +205,9 @@ def test_committed_tables_regenerate(preset: str, tmp_path: Path) -> None:
     assert (committed / "MANIFEST.json").is_file(), (
         f"results for preset {preset} are committed but results/tables/{preset} is not: run "
         f"python paper_tables.py --preset {preset} and commit its outputs")
-    # Render from a copy of exactly the committed result files (and their item files), not from the folder.
+    # Render from a copy of exactly the committed result files (with their item and timing files), not the folder.
     source = tmp_path / "committed"
-    for path in (p for p in _COMMITTED if json.loads(p.read_text())["cell"]["preset"] == preset):
-        doc = json.loads(path.read_text())
-        for f in (path, path.parent / doc["items"]["path"]):
-            dest = source / f.relative_to(RESULTS)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(f, dest)
+    _copy_results([p for p in _COMMITTED if json.loads(p.read_text())["cell"]["preset"] == preset], RESULTS, source)
     render(source, tmp_path, [preset])
     new = tmp_path / "tables" / preset
     text = sorted(p.name for p in committed.iterdir() if p.suffix in (".md", ".tex"))
@@ -330,7 +325,7 @@ def test_partial_smoke_preset_renders_every_output(smoke_results: Path, tmp_path
     out = render(tmp_path / "results", tmp_path / "out")
     assert "Missing cells (1, defined by the preset's recipe" in out and "squad/s3ft/seed0" in out
     manifest = json.loads((tmp_path / "out" / "tables" / "smoke" / "MANIFEST.json").read_text())
-    assert len([f for f in manifest["files"] if f.endswith((".md", ".tex"))]) == 16
+    assert len([f for f in manifest["files"] if f.endswith((".md", ".tex"))]) == 18   # 9 tables, each .md and .tex
     assert len([f for f in manifest["files"] if f.endswith(".png")]) == 3
     for rel in manifest["files"]:
         if rel.endswith((".md", ".tex")):
