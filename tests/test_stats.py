@@ -404,3 +404,18 @@ def test_verdict_wording():
     assert S.verdict(0.1, 0.01, 0.05, better="A forgets less", worse="A forgets more") == "A forgets less"
     assert S.verdict(-0.1, 0.01, 0.05, better="b", worse="w") == "w"
     assert S.verdict(0.1, 0.2, 0.123, better="b", worse="w") == "cannot tell at this n (an effect up to 12.3 points could hide)"
+
+
+@pytest.mark.parametrize("n,binary", [(17, False), (300, True), (536, False), (2000, True)])
+def test_streamed_sign_flip_is_scipys_permutation_test_value_for_value(n, binary, monkeypatch):
+    """The streamed sign flips draw and sum exactly what scipy.stats.permutation_test does: the same null
+    distribution bit for bit and the same p, ties included (0/1 differences tie often). Fewer resamples than the
+    suite's 2**16 keep scipy's own run small; the draws do not depend on the count."""
+    monkeypatch.setattr(S, "PERMUTATION_RESAMPLES", 3_000)
+    rng = np.random.default_rng(n)
+    units = (rng.integers(-1, 2, size=n) / 2.0 if binary else rng.normal(0.05, 1.0, size=n)) / n
+    ref = sps.permutation_test((units,), lambda x, axis: np.sum(x, axis=axis), permutation_type="samples",
+                               vectorized=True, n_resamples=3_000, alternative="two-sided",
+                               random_state=np.random.default_rng(7))
+    assert np.array_equal(S._sign_flip_null(units, 3_000, np.random.default_rng(7)), ref.null_distribution)
+    assert S._sign_flip_p(units, 7) == min(1.0, ref.pvalue)

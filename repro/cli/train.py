@@ -26,9 +26,10 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = TrainConfig.from_dict(train_options(args.config, args.overrides))
-    from methods.train import train  # noqa: PLC0415  (torch, accelerate, peft: only when training)
+    from methods.train import end_process_group, train  # noqa: PLC0415  (torch, accelerate, peft: only when training)
 
     log_ = train(args.model, load_records(args.targets), cfg, Path(args.out), progress=not args.quiet)
+    end_process_group()
     if int(os.environ.get("RANK", "0")) == 0:          # under accelerate launch, one process reports
         print(json.dumps({k: log_[k] for k in ("final_loss", "total_steps", "wall_time_s", "trained_tokens_per_s",
                                                "trainable_params", "world_size")}, indent=2))

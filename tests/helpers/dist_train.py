@@ -76,11 +76,12 @@ def main() -> None:
         _force_zero3()
     elif mode != "ddp":
         raise SystemExit(f"unknown mode {mode!r}: ddp, fsdp2 or zero3")
-    from methods.train import train  # noqa: PLC0415
+    from methods.train import end_process_group, train  # noqa: PLC0415
     from methods.train_config import TrainConfig, load_records  # noqa: PLC0415
 
     train(spec["model"], load_records(spec["targets"]), TrainConfig(**spec["config"]), spec["out"], progress=False,
           extra={"dist_mode": mode})
+    end_process_group()
 
 
 if __name__ == "__main__":
