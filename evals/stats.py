@@ -571,7 +571,7 @@ def _sign_flip_null(units: np.ndarray, n_resamples: int, rng: np.random.Generato
     (bit 1: keep the sign) in row-major order, and sums each resample over items left to right. Drawing the same
     32-bit words in the same order and summing an (items, resamples) array down its first axis reproduces its null
     distribution bit for bit (tests/test_stats.py compares the two), at a fraction of the time and memory: scipy
-    holds resamples x items x 2 int64 indices at once (about 14 GB for 65,536 flips of 3,000 items)."""
+    builds all resamples at once (11.8 GiB peak RSS measured for 65,536 flips of 3,000 items: benchmarks/stats.py)."""
     n = units.size
     out = np.empty(int(n_resamples), dtype=np.float64)
     chunk = max(1, _MAX_CHUNK_ELEMS // max(n, 1))
