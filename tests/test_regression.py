@@ -237,7 +237,8 @@ def _copy_results(paths: list[Path], root: Path, dest: Path) -> None:
 
 def _drop_choices(paths: list[Path]) -> list[Path]:
     """Cells to leave out of a complete preset: one seed of a trained method (the last one found: seed 1 where
-    two seeds ran) and one task's base cell (the tables fall back to another task's base run for benchmarks)."""
+    two seeds ran) and one task's base cell (the tables fall back to another task's base run for benchmarks where
+    the preset has one; with a single task the base row is gone)."""
     docs = {p: json.loads(p.read_text())["cell"] for p in paths}
     trained = sorted((p for p in paths if docs[p]["method"] != "base"), key=lambda p: (docs[p]["seed"], str(p)))
     base = sorted(p for p in paths if docs[p]["method"] == "base")
