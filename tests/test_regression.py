@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,7 +26,7 @@ from evals.stats import Z_POWER
 from repro.driver.cell import Cell
 from repro.driver.schema import find_results, validate_result
 from repro.report import CellResult, Grid, load_cells
-from repro.report.claims import load_claims
+from repro.report.claims import BLOCK_RE, load_claims, rewrite_blocks
 from repro.report.comparisons import COMPARISONS, comparison_rows
 from repro.report.formatting import mark_missing
 from repro.report.tables import (
@@ -845,3 +846,51 @@ def test_gain_vs_drop_points_are_table2_and_table4(preset: str) -> None:
         head = next(h for h in t2[0] if h.startswith(f"{task} ours"))
         want = next(r[head].split(" ")[0] for r in t2 if r["method"] == method)
         assert f"{round(100 * row[g.eval_tasks.index(task)], 1) + 0.0:.1f}" == want, (label, want)
+
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_readme_and_docs_claims_blocks_are_the_committed_claims() -> None:
+    """The README's claims table (and any in docs/) is a generated block: it must be exactly what paper_tables.py
+    writes from the committed claims.json files, so a changed number there - or a stale block - fails here."""
+    rows = load_claims(RESULTS / "tables")
+    assert rows, "no committed claims.json: run python paper_tables.py"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert BLOCK_RE.search(readme), "README.md has no generated claims block"
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        assert rewrite_blocks(text, rows) == text, f"{doc.name}: stale claims block; run python paper_tables.py"
+    # a tampered number is caught: change one estimate inside the block
+    block = BLOCK_RE.search(readme).group(0)
+    tampered = readme.replace(block, block.replace("-32.4", "-23.4", 1).replace("+0.3 [", "+0.7 [", 1))
+    assert tampered != readme and rewrite_blocks(tampered, rows) != tampered
+
+
+_TRIPLE = re.compile(r"([+-]\d+\.\d+) \[([+-]\d+\.\d+), ([+-]\d+\.\d+)\]")
+# Effects quoted in the results prose that come from runs not committed under results/ (so no table holds them):
+# each named with where it comes from.
+_UNCOMMITTED = {
+    ("+22.3", "+12.6", "+33.7"): "smollm2-reading pilot (base and sft, 128 / 64 items, not committed)",
+    ("+0.2", "-1.1", "+1.6"): "the same pilot's paper-four average drop",
+}
+
+
+def test_effects_quoted_in_readme_results_and_docs_are_in_committed_tables() -> None:
+    """Every 'effect [CI]' the README's Results section and the docs' study pages quote is one a committed table
+    prints (to the decimals quoted), so a hand-edited number there fails."""
+    known: set[tuple[str, ...]] = set()
+    for md in (RESULTS / "tables").rglob("*.md"):
+        for t in _TRIPLE.findall(md.read_text(encoding="utf-8")):
+            d = len(t[0].split(".")[1])
+            known |= {_rounded(t, k) for k in range(1, d + 1)}
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    texts = {"README.md#results": readme[readme.index("\n## Results"):]}
+    texts |= {p.name: p.read_text(encoding="utf-8") for p in sorted((REPO / "docs").glob("results-*.md"))}
+    assert len(texts) >= 2
+    quoted = 0
+    for name, text in texts.items():
+        for t in _TRIPLE.findall(text):
+            quoted += 1
+            assert t in known or t in _UNCOMMITTED, f"{name}: {t[0]} [{t[1]}, {t[2]}] is in no committed table"
+    assert quoted > 10
