@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
         "permutation p values). The preset's tasks are replaced by yours and its model by --model. It runs through "
         "the grid driver (progress line, ETA), so rerunning the same command resumes it. Results: "
         "<results-dir>/compare-<task>/ (or --name)."))
-    sp.add_argument("--task", required=True, help="a YAML task file (see README, Your own task) or a task name")
+    sp.add_argument("--task", required=True,
+                    help="a YAML task file (see docs/tasks-and-judges.md, Your own task) or a task name")
     sp.add_argument("--model", help="model to compare on (default: the preset's)")
     sp.add_argument("--preset", default="quick", help="preset whose settings the comparison takes (default: quick)")
     sp.add_argument("--train", type=int, help="training examples (seeded subset; default: the preset's first task's)")
