@@ -10,6 +10,22 @@ DEFAULT_WORK = "runs"      # ignored by git: a user's runs never mix with the co
 COMMITTED_RESULTS = "results"
 
 
+def one_line(message: object) -> str:
+    """A user-error message as the one line the command line prints."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts and sizes: an integer >= 1 (0 would select nothing and write empty results)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n} (leave the option out for all items)")
+    return n
+
+
 def add_data_dir(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="benchmark data directory (default: $S3FT_DATA_DIR; neither: the dataset hub)")
