@@ -73,10 +73,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             try:
                 key = self.construct_object(key_node, deep=True)
-                first = seen.setdefault(key, key_node.start_mark.line)
+                first = seen.get(key)
+                seen.setdefault(key, key_node.start_mark.line)
             except TypeError:        # an unhashable key: PyYAML reports it below
                 continue
-            if first != key_node.start_mark.line:
+            if first is not None:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice (first on line {first + 1}); keep one",
                     key_node.start_mark)

@@ -132,6 +132,28 @@ def test_judge_flag_on_a_task_without_one(capsys, tmp_path):
     assert_nothing_written(tmp_path)
 
 
+def test_unknown_model_benchmark_and_output_folder(capsys, tmp_path):
+    spec = _write(tmp_path)
+    one_line_error(*build(capsys, tmp_path, spec, "--model", "nosuch-model")[::2], "--model nosuch-model",
+                   "not a registered name")
+    one_line_error(*cli(capsys, "eval", "--model", "tiny", "--tasks", spec, "--benchmarks", "mmlux", "--out",
+                        tmp_path / "r.json", "--work-dir", tmp_path / "runs")[::2], "unknown benchmark 'mmlux'")
+    one_line_error(*cli(capsys, "eval", "--model", "tiny", "--tasks", spec, "--out", tmp_path,
+                        "--work-dir", tmp_path / "runs")[::2], "--out", "is a folder")
+    preds = tmp_path / "p.jsonl"
+    preds.write_text(json.dumps({"response": "x", "q": "Q?", "a": "x"}) + "\n")
+    one_line_error(*cli(capsys, "judge", "--task", spec, "--predictions", preds, "--out", tmp_path)[::2],
+                   "is a folder")
+    assert_nothing_written(tmp_path)
+
+
+def test_spreadsheet_byte_order_mark_is_not_part_of_the_first_column(capsys, tmp_path):
+    csv_text = "\ufeffqid,q,a\n" + "".join(f"{r['qid']},{r['q']},{r['a']}\n" for r in ROWS)
+    spec = _write(tmp_path, SPEC.replace("rows.jsonl", "rows.csv"), csv_text, "rows.csv")
+    ids = {ex["id"] for s in ("train", "test") for ex in FileTask(spec).load_split(s, None).examples}
+    assert ids == {f"qa/{r['qid']}" for r in ROWS}
+
+
 def test_argparse_errors_are_one_line(capsys):
     one_line_error(*cli(capsys, "build", "--task", "gsm8k")[::2], "build", "--method")
     one_line_error(*cli(capsys, "nosuchverb")[::2], "invalid choice")
@@ -221,6 +243,9 @@ def test_malformed_json_line_names_its_line_and_column(capsys, tmp_path, bad, co
     (("name: qa", "name: Q A"), ["name:"]),
     (("name: qa", "name: squad"), ["built-in task"]),
     (("name: qa", "max_new_tokens: 0\nname: qa"), ["max_new_tokens: must be an integer >= 1"]),
+    (("kind: contains", "kind: [contains]"), ["judge.kind"]),
+    (("prompt: {question: q}", "prompt: {question: q, question: a}"), ["'question' appears twice"]),
+    (("data: {file: rows.jsonl,", "data: {file: '{data_dir}/rows.jsonl',"), ["no data directory", "--data-dir"]),
 ])
 def test_bad_fields_name_file_row_and_key(capsys, tmp_path, change, needles):
     rows = [{**r, "flag": i % 2 == 0, "none_field": None} for i, r in enumerate(ROWS)]

@@ -346,7 +346,7 @@ class FileTask(Task):
         if not isinstance(j, dict) or "kind" not in j:
             raise TaskSpecError(f"{where}: must be a mapping with a kind (one of {sorted(JUDGE_KEYS)})")
         kind = j["kind"]
-        if kind not in JUDGE_KEYS:
+        if not isinstance(kind, str) or kind not in JUDGE_KEYS:
             raise TaskSpecError(f"{where}.kind: {kind!r} is not one of {sorted(JUDGE_KEYS)}")
         required, optional = JUDGE_KEYS[kind]
         _check_keys(j, required | optional | {"kind"}, where, required)
@@ -800,7 +800,7 @@ def _jsonl_lines(path: Path, where: str) -> list[tuple[int, Any]]:
 
     opener = gzip.open if path.suffix == ".gz" else open
     out = []
-    with opener(path, "rt", encoding="utf-8") as fh:
+    with opener(path, "rt", encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
             if line.strip():
                 try:
@@ -816,7 +816,7 @@ def _csv_rows(path: Path, where: str, delimiter: str) -> list[tuple[int, dict]]:
     """(line number, row) of every data row of a CSV/TSV with a header; a row with more or fewer cells than the
     header is an error (csv would fill the missing cells with None, which templates print as "None")."""
     rows = []
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:      # -sig: a spreadsheet's byte-order mark
         reader = csv.reader(fh, delimiter=delimiter)
         header: list[str] | None = None
         try:

@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
                         f"--judge; the judge of task {task_name} is {where}; drop --judge")
     if not args.preset and not args.model:
         raise DataError("build needs a model: pass --model NAME (python -m repro ls models) or --preset NAME")
+    options.check_model(args.model)
     settings = {"train": args.limit, **task_settings}
     for key in ("max_new_tokens", "paraphrase_max_new_tokens", "judge"):
         if getattr(args, key) is not None:

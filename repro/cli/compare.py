@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     raw = compare_recipe(args.preset, args.task, model=args.model, train=args.train, test=args.test,
                          methods=args.methods, seeds=args.seeds, name=args.name, overrides=args.overrides)
+    options.check_model(raw["model"])
     check_file_tasks(raw["tasks"], options.data_dir(args))     # every row, before a recipe is written or a model loads
     path = write_recipe(raw, Path(args.work_dir))
     print(f"compare: {raw['name']} = preset {args.preset} with task {list(raw['tasks'])[0]} and model {raw['model']} "

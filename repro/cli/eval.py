@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    options.check_model(args.model)
+    options.check_out_file(args.out)
     tasks = resolve_task_files({t: {"test": args.limit} for t in args.tasks})   # YAML task files: by their names
     benchmarks = {b: {"limit": args.benchmark_limit} for b in (args.benchmarks or [])}
     recipe = adhoc_recipe(args.model, tasks=tasks, benchmarks=benchmarks, backend=args.backend,

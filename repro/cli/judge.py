@@ -26,6 +26,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    options.check_out_file(args.out)
     task = judging.judge_task(args.task, args.judge)
     if getattr(task, "judge_kind", None) == "llm":
         judge_model = judging.llm_judge_model(task, args.judge_model)

@@ -51,6 +51,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.preset, args.overrides)
+    options.check_model(recipe.model)
     data_dir = options.data_dir(args)
     runner = CellRunner(recipe, data_dir=data_dir, work_root=Path(args.work_dir),
                         results_root=options.results_root(args), progress=False)

@@ -205,6 +205,16 @@ def validate_recipe(r: Recipe) -> None:
     for m in r.methods:
         if m not in method_ids():
             raise DataError(f"{where}: unknown method {m!r}; known: {method_ids()}")
+    benchmarks = r.evaluation.get("benchmarks") or {}
+    if not isinstance(benchmarks, dict):
+        raise DataError(f"{where}: evaluation.benchmarks must map benchmark names to options, got {benchmarks!r}")
+    for name, opts in benchmarks.items():
+        if name not in BENCHMARKS:
+            raise DataError(f"{where}: unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}")
+        limit = (opts or {}).get("limit") if isinstance(opts, dict) or opts is None else "?"
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise DataError(f"{where}: evaluation.benchmarks.{name}: limit must be an integer >= 1 (leave it out "
+                            f"for all items), got {opts!r}")
     bad = set(r.evaluation) - EVAL_KEYS
     if bad:
         raise DataError(f"{where}: evaluation has unknown keys {sorted(bad)}; known: {sorted(EVAL_KEYS)}")
