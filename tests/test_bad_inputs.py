@@ -154,6 +154,20 @@ def test_spreadsheet_byte_order_mark_is_not_part_of_the_first_column(capsys, tmp
     assert ids == {f"qa/{r['qid']}" for r in ROWS}
 
 
+def test_train_and_models_verbs(capsys, tmp_path):
+    targets = tmp_path / "targets.jsonl"
+    targets.write_text(json.dumps({"prompt": [{"role": "user", "content": "Q?"}]}) + "\n")
+    train = ("train", "--model", "tiny", "--targets", targets, "--out", tmp_path / "runs")
+    one_line_error(*cli(capsys, *train)[::2], f"{targets}:1", "'target' is missing")
+    one_line_error(*cli(capsys, *train, "epochz=1")[::2], "unknown training option(s) ['epochz']")
+    one_line_error(*cli(capsys, *train, "epochs=abc")[::2], "epochs")
+    targets.write_text("\n")
+    one_line_error(*cli(capsys, *train)[::2], "no targets")
+    assert_nothing_written(tmp_path)
+    one_line_error(*cli(capsys, "models", "path", "nosuch")[::2], "--model nosuch", "not a registered name")
+    one_line_error(*cli(capsys, "models", "fetch", "org/name")[::2], "only registered offline models")
+
+
 def test_argparse_errors_are_one_line(capsys):
     one_line_error(*cli(capsys, "build", "--task", "gsm8k")[::2], "build", "--method")
     one_line_error(*cli(capsys, "nosuchverb")[::2], "invalid choice")

@@ -12,10 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from evals.benchmarks import BENCHMARKS
-from evals.data import DataError, load_yaml_text, read_text_file
+from evals.data import DataError, load_yaml_text, parse_json_line, read_text_file
 from evals.tasks import TASKS, check_task_name
 from evals.tasks.from_file import FileTask, is_task_file
 from methods.registry import method_ids
@@ -289,11 +287,32 @@ def train_options(config: str | Path | None, overrides: list[str] | None = None)
     has none), then ``key=value`` overrides (a ``train.`` prefix allowed, as in a recipe override)."""
     options: dict[str, Any] = {}
     if config:
-        doc = yaml.safe_load(Path(config).read_text())
+        doc = load_yaml_text(read_text_file(Path(config), "training config"), config)
+        if not isinstance(doc, dict) or not isinstance(doc.get("train", doc), dict):
+            raise DataError(f"{config}: a training config is a mapping of options (or a recipe with a train: "
+                            "mapping)")
         options.update(doc.get("train", doc))
     for key, value in parse_overrides(overrides):
         options[key.removeprefix("train.")] = value
     return options
+
+
+def read_targets(path: Path) -> list[dict]:
+    """The records of a targets.jsonl for the `train` verb; a missing, malformed or empty file is a DataError naming
+    the line and field."""
+    text = read_text_file(path, "targets file")
+    records = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            r = parse_json_line(line, f"{path}:{lineno}")
+            missing = [k for k in ("prompt", "target") if not isinstance(r, dict) or k not in r]
+            if missing:
+                raise DataError(f"{path}:{lineno}: field '{missing[0]}' is missing (a targets.jsonl line has prompt "
+                                "and target, as `repro build` writes them)")
+            records.append(r)
+    if not records:
+        raise DataError(f"{path}: no targets (the file is empty); nothing to train on")
+    return records
 
 
 def check_file_tasks(tasks: dict[str, dict], data_dir: Path | None) -> dict[str, tuple[int, int]]:
