@@ -146,6 +146,10 @@ def _loss_sum(model, group: list[int], pairs: list[EncodedPair], packing: bool, 
     return F.cross_entropy(logits.float(), targets, reduction="sum")
 
 
+def _cpu_autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
 def _numel(p) -> int:
     return getattr(p, "ds_numel", None) or p.numel()
 
@@ -238,7 +242,10 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
     # every step (it assumes each process's DataLoader shard has 1/world of the steps); our steps are already global,
     # so under 2 processes the cosine schedule ran twice as fast and wrapped around past its end.
     precision = cfg.resolved_precision(use_cuda)
-    accelerator = Accelerator(mixed_precision="no" if precision == "fp32" else "bf16", cpu=not use_cuda,
+    # On CPU, bf16 autocast is done here (`cpu_autocast`), not by accelerate: its mixed-precision setting is
+    # process-wide state that refuses to change within a process (benchmarks/training.py runs every precision in one).
+    cpu_bf16 = not use_cuda and precision != "fp32"
+    accelerator = Accelerator(mixed_precision="bf16" if use_cuda and precision != "fp32" else "no", cpu=not use_cuda,
                               step_scheduler_with_optimizer=False)
     world, rank = accelerator.num_processes, accelerator.process_index
     set_seed(cfg.seed)
@@ -335,7 +342,7 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
             # so accelerate's fixed gradient_accumulation_steps counter cannot mark it.)
             accelerator.sync_gradients = sync
             ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
-            with ctx, accelerator.autocast():
+            with ctx, accelerator.autocast(), _cpu_autocast(cpu_bf16):
                 loss_sum = _loss_sum(model, group or [step_idx[0]], pairs, cfg.packing, pad_id,
                                      accelerator.device)
                 # DDP averages gradients over processes; scaling by world size makes the result the mean over
@@ -394,7 +401,8 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
         "trained_tokens": trained_tokens, "seen_tokens": seen_tokens,
         "trained_tokens_per_s": trained_tokens / wall, "seen_tokens_per_s": seen_tokens / wall,
         "trainable_params": n_trainable, "total_params": n_total, "world_size": world,
-        "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision, "precision": precision,
+        "device": str(accelerator.device), "mixed_precision": "bf16" if cpu_bf16 else accelerator.mixed_precision,
+        "precision": precision,
         "base_weights_dtype": str(dtype).removeprefix("torch."),
         "checkpoints": {"every_minutes": cfg.checkpoint_minutes if checkpointing else None, "resumes": resumes},
         "artefact": "adapter" if cfg.finetune == "lora" else "full", **(extra or {}),
