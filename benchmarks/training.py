@@ -23,6 +23,21 @@ each arm's per-step loss curve and final loss, and on a GPU the MFU. MFU = 6 * N
 parameters of the model (frozen base + LoRA: the usual 6N convention, as if fully fine-tuned); a LoRA-aware figure
 (4N + 2*N_trainable: no weight gradients for frozen matrices) is reported beside it. Attention FLOPs are not counted.
 On CPU there is no reliable peak, so the achieved GFLOP/s is compared with a dense fp32 matmul measured in-process.
+
+Precision (``--precisions fp32,bf16-autocast,bf16``: a separate comparison, written to
+benchmarks/results/training_precision_<model>.json)::
+
+    python -m benchmarks.training --precisions fp32,bf16-autocast,bf16 --task mbpp --steps 8 --batch-size 4
+
+The training core under each `TrainConfig.precision` (fp32; bf16 autocast over fp32 weights; bf16 frozen base
+weights under autocast), on --steps optimiser steps of real training examples (gold responses) with everything
+else equal, arms interleaved (rotated each repetition), --reps times, after one untimed warm-up step per arm.
+Reported: median trained and seen tokens/s per arm, the speed-up over fp32, and the loss curves' agreement: per
+step |loss_arm - loss_fp32| / loss_fp32 (a relative difference: losses are O(1) nats and shrink as training
+goes). An arm "agrees" when every step is within --loss-rtol (default 0.02: ~5x bf16's unit roundoff 2^-8 =
+0.0039, since a step's loss averages hundreds of token log-probs whose bf16 errors partly cancel, but the weights
+drift apart step by step). `precision` is a recipe/training option, recorded in every train log; the default
+("auto" = fp32 on CPU) changes only if an arm is faster AND agrees.
 """
 from __future__ import annotations
 
@@ -59,7 +74,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--ablation-reps", type=int, default=1, help="repetitions of the core_4096 arm (CPU only)")
     p.add_argument("--data-dir", default=C.DEFAULT_DATA)
-    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/training.json)")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/training.json; with "
+                                               "--precisions training_precision_<model>.json)")
+    p.add_argument("--precisions", default=None,
+                   help="comma-separated TrainConfig.precision arms (first = reference, e.g. fp32,bf16-autocast,bf16): "
+                        "the precision comparison instead of core vs Trainer")
+    p.add_argument("--steps", type=int, default=8, help="precision comparison: optimiser steps per run")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="precision comparison: skip the untimed warm-up step per arm (large models on busy cores)")
+    p.add_argument("--loss-rtol", type=float, default=0.02,
+                   help="precision comparison: largest per-step relative loss difference from the first arm that "
+                        "counts as agreeing")
     return p.parse_args(argv)
 
 
@@ -86,6 +111,8 @@ def main(argv=None) -> int:
     from evals.tasks import get_task  # noqa: PLC0415
     from repro.runtime import models  # noqa: PLC0415
 
+    if args.precisions:
+        return precision_main(args)
     if args.n % args.batch_size:
         raise SystemExit("--n must be a multiple of --batch-size (the Trainer arm concatenates epochs)")
     load_start = C.load()
@@ -278,6 +305,109 @@ def main(argv=None) -> int:
     print("loss curve core   :", " ".join(f"{x:.3f}" for x in core_l))
     print("loss curve trainer:", " ".join(f"{x:.3f}" for x in tr_l))
     print(f"load average at start {load_start}, at end {doc['load_end']}; wrote {path}")
+    return 0
+
+
+def precision_main(args: argparse.Namespace) -> int:
+    """Throughput and loss agreement of the training core under each precision (module docstring)."""
+    import torch  # noqa: PLC0415
+
+    import methods.train as core  # noqa: PLC0415
+    from evals.tasks import get_task  # noqa: PLC0415
+
+    arms = [a.strip() for a in args.precisions.split(",") if a.strip()]
+    if len(arms) < 2:
+        raise SystemExit("--precisions needs at least two arms (the first is the reference)")
+    load_start = C.load()
+    env = C.environment(args.model)
+    task = get_task(args.task)
+    n = args.steps * args.batch_size
+    examples = task.load("train", Path(args.data_dir), limit=n, seed=args.seed)
+    records = [{"id": ex["id"], "prompt": task.train_messages(ex), "target": task.gold_response(ex)}
+               for ex in examples]
+    budget = args.max_tokens_per_micro_batch or (4096 if torch.cuda.is_available() else 512)
+    base = dict(finetune="lora", lora_r=8, lora_alpha=16, lora_dropout=args.lora_dropout,
+                lora_target_modules=["q_proj", "v_proj"], learning_rate=args.lr, epochs=1,
+                batch_size=args.batch_size, max_length=args.max_length, max_tokens_per_micro_batch=budget,
+                lr_scheduler="cosine", warmup_ratio=0.03, weight_decay=0.0, max_grad_norm=1.0, seed=0,
+                checkpoint_minutes=0)
+    cfgs = {a: core.TrainConfig(**base, precision=a) for a in arms}
+    work = Path(tempfile.mkdtemp(prefix="bench-precision-"))
+
+    def run(arm: str, tag: str, recs=records, cfg=None) -> dict:
+        with C.Timer() as t:
+            log = core.train(args.model, recs, cfg or cfgs[arm], work / tag, progress=False)
+        return {"wall_s": log["wall_time_s"], "trained_tokens": log["trained_tokens"], "seen_tokens": log["seen_tokens"],
+                "trained_tokens_per_s": log["trained_tokens_per_s"], "seen_tokens_per_s": log["seen_tokens_per_s"],
+                "losses": [s["loss"] for s in log["steps"]], "precision": log["precision"],
+                "mixed_precision": log["mixed_precision"], "base_weights_dtype": log["base_weights_dtype"],
+                "process": t.record()}
+
+    for arm in [] if args.no_warmup else arms:   # untimed: first-use costs of each arm's kernels (bf16 included)
+        warm = core.TrainConfig(**{**cfgs[arm].to_dict(), "batch_size": min(2, len(records))})
+        run(arm, f"warmup-{arm}", recs=records[:warm.batch_size], cfg=warm)
+    runs: list[dict] = []
+    for rep in range(args.reps):
+        order = arms[rep % len(arms):] + arms[:rep % len(arms)]       # rotated: no arm always runs first
+        for arm in order:
+            r = run(arm, f"{arm}-{rep}")
+            runs.append({"arm": arm, "rep": rep, **r})
+            print(f"rep {rep} {arm:14s}: {r['trained_tokens_per_s']:.1f} trained tok/s, {r['seen_tokens_per_s']:.1f} "
+                  f"seen tok/s, wall {r['wall_s']:.1f} s, final loss {r['losses'][-1]:.4f} "
+                  f"(load {r['process']['load_before'][0]} -> {r['process']['load_after'][0]})",
+                  file=sys.stderr, flush=True)
+
+    ref = arms[0]
+    ref_losses = next(r["losses"] for r in runs if r["arm"] == ref)
+    summary: dict[str, dict] = {}
+    for arm in arms:
+        rs = [r for r in runs if r["arm"] == arm]
+        losses = rs[0]["losses"]
+        rel = [abs(a - b) / abs(b) for a, b in zip(losses, ref_losses)]
+        summary[arm] = {
+            "reps": len(rs), "precision": rs[0]["precision"], "mixed_precision": rs[0]["mixed_precision"],
+            "base_weights_dtype": rs[0]["base_weights_dtype"],
+            "trained_tokens_per_s": C.median([r["trained_tokens_per_s"] for r in rs]),
+            "seen_tokens_per_s": C.median([r["seen_tokens_per_s"] for r in rs]),
+            "all_trained_tokens_per_s": [r["trained_tokens_per_s"] for r in rs],
+            "wall_s": C.median([r["wall_s"] for r in rs]), "losses": losses,
+            "losses_identical_across_reps": all(r["losses"] == losses for r in rs),
+            "loss_rel_diff_vs_reference": rel, "max_loss_rel_diff": max(rel),
+            "final_loss_rel_diff": rel[-1],
+        }
+    ref_tps = summary[ref]["trained_tokens_per_s"]
+    drift = abs(ref_losses[0] - ref_losses[-1]) / abs(ref_losses[0])
+    for arm, s in summary.items():
+        s["speedup_vs_reference"] = s["trained_tokens_per_s"] / ref_tps
+        s["agrees"] = s["max_loss_rel_diff"] <= args.loss_rtol
+        s["faster_and_agrees"] = arm != ref and s["speedup_vs_reference"] > 1 and s["agrees"]
+    doc = {
+        "benchmark": "training_precision",
+        "what": "trained tokens/s of the training core per TrainConfig.precision, and the per-step loss agreement "
+                "of each arm with the first (reference) arm over the same real training steps",
+        "setup": {"model": args.model, "task": args.task, "targets": "gold responses", "n_examples": len(records),
+                  "steps": args.steps, "subset_seed": args.seed, "train_config": {**base, "precision": "per arm"},
+                  "arms": arms, "reference": ref, "reps": args.reps,
+                  "interleaving": "arms rotated each repetition; " + ("no warm-up" if args.no_warmup else
+                                                                       "one untimed warm-up step per arm first"),
+                  "device": "cuda" if torch.cuda.is_available() else "cpu"},
+        "tolerance": {"loss_rtol": args.loss_rtol,
+                      "why": "largest per-step relative loss difference from the reference arm counted as agreement: "
+                             "~5x bf16's unit roundoff (2^-8 = 0.0039); a step's loss averages hundreds of token "
+                             "log-probs, but weights trained in different precisions drift apart step by step"},
+        "reference_loss_drift": drift,
+        "environment": env, "arms": summary, "runs": runs, "load_start": load_start, "load_end": C.load(),
+    }
+    name = "training_precision_" + Path(args.model).name.replace(".", "_")
+    path = C.write_result(name, doc, args.out)
+    rows = [(arm, s["reps"], s["trained_tokens_per_s"], s["seen_tokens_per_s"], s["speedup_vs_reference"],
+             s["max_loss_rel_diff"], s["losses"][-1], "yes" if s["agrees"] else "NO") for arm, s in summary.items()]
+    print(C.table(rows, ["arm", "reps", "trained tok/s", "seen tok/s", "x ref", "max rel loss diff", "final loss",
+                         f"agrees (<= {args.loss_rtol})"]))
+    for arm, s in summary.items():
+        print(f"loss curve {arm:14s}:", " ".join(f"{x:.4f}" for x in s["losses"]))
+    print(f"reference loss moved {drift:.1%} over {args.steps} steps; load average at start {load_start}, at end "
+          f"{doc['load_end']}; wrote {path}")
     return 0
 
 

@@ -61,6 +61,7 @@ import importlib.metadata
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -70,8 +71,11 @@ from typing import Any
 
 import numpy as np
 
+from repro.runtime.cache import GenerationCache
 from repro.runtime.models import chat_template_sha
 from repro.runtime.store import sha256_file
+
+log = logging.getLogger(__name__)
 
 TASK_DIR = Path(__file__).resolve().parent / "lm_eval_tasks"
 DATA_DIR_METADATA_KEY = "s3ft_data_dir"  # must match evals/lm_eval_tasks/utils.py
@@ -288,7 +292,7 @@ LM_BACKENDS = ("packed", "hf")   # the first is the default
 
 
 def make_lm(model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int | None = None,
-            backend: str = "packed"):
+            backend: str = "packed", journal: str | os.PathLike | None = None):
     """Wrap an in-memory HF causal LM (``PreTrainedModel`` or unmerged ``PeftModel``) as an lm-eval model.
 
     backend: ``"packed"`` = :class:`evals.lm_backend.PackedLM` (shared-prefix, padding-free scoring; HFLM's
@@ -298,11 +302,20 @@ def make_lm(model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int 
     the forward pass exactly once and nothing is merged or reloaded. The tokenizer is deep-copied because HFLM may
     set its pad token. ``softmax_dtype=float32``: HFLM otherwise takes its log-softmax in the model's dtype (bf16 on
     a GPU), coarser than our own scoring, which upcasts the logits (repro.runtime.scoring); on CPU (fp32) a no-op.
+
+    journal: a JSONL file that journals the packed backend's answers as they are computed, so a killed scoring
+    resumes (evals/lm_backend.py); lm-eval's HFLM has no such journal (a warning, and it scores from scratch).
     """
+    extra: dict[str, Any] = {}
     if backend == "hf":
         from lm_eval.models.huggingface import HFLM as cls  # noqa: PLC0415, N813
+        if journal is not None:
+            log.warning("benchmark backend 'hf' keeps no scoring journal: a killed scoring starts again")
     elif backend == "packed":
         from evals.lm_backend import PackedLM as cls  # noqa: PLC0415, N813
+        if journal is not None:
+            journal = Path(journal)
+            extra["journal"] = (GenerationCache(journal.parent), journal.name.removesuffix(".jsonl"))
     else:
         raise ValueError(f"unknown benchmark backend {backend!r}; known: {list(LM_BACKENDS)}")
     return cls(
@@ -311,6 +324,7 @@ def make_lm(model: Any, tokenizer: Any, *, batch_size: int = 8, max_length: int 
         batch_size=batch_size,
         max_length=max_length,
         softmax_dtype="float32",
+        **extra,
     )
 
 
@@ -373,6 +387,7 @@ def evaluate_benchmarks(
     return_loglikelihoods: bool = False,
     kl_texts: int = 0,
     backend: str = "packed",
+    journal: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on the given benchmarks through lm-eval; returns a JSON-serialisable dict.
 
@@ -396,6 +411,11 @@ def evaluate_benchmarks(
     forgetting measure that moves before an accuracy flip does.
         backend: ``"packed"`` (default: shared-prefix scoring, evals/lm_backend.py) or ``"hf"`` (lm-eval's HFLM);
             see :func:`make_lm`. Recorded as ``lm_backend``.
+        journal: a JSONL file journalling the scored answers as they complete (packed backend): a call killed
+            midway and made again with the same journal resumes from it and returns the same answers, bit for bit,
+            as a call never stopped (tests/test_resume.py). Requests are then packed per chunk of
+            ``evals.lm_backend.JOURNAL_CHUNK_REQUESTS``, which agrees with packing a whole call at once to float
+            rounding (the journal is not part of any hash).
 
     Returns:
         ``{"results": {name: {"<metric>,none": v, "<metric>_stderr,none": se, ..., "alias": task}},
@@ -429,7 +449,8 @@ def evaluate_benchmarks(
     was_training = bool(getattr(model, "training", False))
     try:
         with _quiet_custom_dataset_notice():
-            lm = make_lm(model, tokenizer, batch_size=batch_size, max_length=max_length, backend=backend)
+            lm = make_lm(model, tokenizer, batch_size=batch_size, max_length=max_length, backend=backend,
+                         journal=journal)
             for spec in specs:
                 _run_one(spec, tm, lm, out, seed=seed, chat_template=chat_template,
                          return_loglikelihoods=return_loglikelihoods, data_dir=data_dir, kl_texts=kl_texts)

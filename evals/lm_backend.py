@@ -17,6 +17,13 @@ one token trie (repro.runtime.packing.PrefixTree) and every distinct prefix is r
 - no padding: rows are packed under a tree-attention mask, and only positions that predict a scored token go
   through the LM head.
 
+Resumable scoring: given a ``journal`` (an append-only repro.runtime.cache.GenerationCache shard), the requests of a
+call are scored in chunks of ``journal_chunk`` requests, in order, and each chunk's answers are appended as one
+record as soon as they are computed; a call that finds a chunk's record (same requests, same packing budget) takes
+its answers from it. A scoring killed midway thus resumes from its last finished chunk, and gives exactly the
+answers of one never stopped (a chunk is packed the same way whether or not the run was interrupted; a line torn by
+a kill is dropped and its chunk redone). Without a journal every request of a call is packed together, as before.
+
 Task definitions, prompts, few-shot sampling, metrics and versions stay lm-eval's: only the model changes.
 Supported: ``loglikelihood`` and ``loglikelihood_rolling`` (HFLM's windowing, scored here). Not supported:
 ``generate_until`` (raises; use ``--model hf``). Equality with HFLM per choice is tested on the tiny model
@@ -28,31 +35,50 @@ From the lm-eval CLI (after ``import evals.lm_backend``, e.g. via ``python -m ev
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from typing import Any
 
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
+from repro.runtime.cache import GenerationCache
 from repro.runtime.scoring import score_sequences
+
+log = logging.getLogger(__name__)
 
 NAME = "s3ft-packed"
 DEFAULT_MAX_BATCH_TOKENS = 1024
+#: Requests per journalled chunk: a kill loses at most one chunk; prefixes are shared within a chunk only (a
+#: task's few-shot preamble is computed once per chunk instead of once per call).
+JOURNAL_CHUNK_REQUESTS = 256
 
 
 @register_model(NAME)
 class PackedLM(HFLM):
     """HFLM with shared-prefix, padding-free log-likelihood scoring.
 
-    Extra argument: ``max_batch_tokens`` (tokens per packed row; a shared segment whose subtree is larger is cached
-    instead). ``batch_size`` is accepted (HFLM needs it) and unused by log-likelihood scoring.
+    Extra arguments: ``max_batch_tokens`` (tokens per packed row; a shared segment whose subtree is larger is
+    cached instead); ``journal`` = (GenerationCache, shard) and ``journal_chunk`` (default
+    ``JOURNAL_CHUNK_REQUESTS``, read when the model is made): resumable scoring (module docstring).
+    ``batch_size`` is accepted (HFLM needs it) and unused by log-likelihood scoring.
     """
 
-    def __init__(self, *args: Any, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS,
+                 journal: tuple[GenerationCache, str] | None = None, journal_chunk: int | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.backend != "causal":
             raise ValueError(f"{NAME} scores decoder-only (causal) models; this one is {self.backend!r}")
         self.max_batch_tokens = int(max_batch_tokens)
-        self.stats: dict[str, int] = {}     # summed over calls: see repro.runtime.scoring.score_sequences
+        self.journal = journal
+        self.journal_chunk = int(JOURNAL_CHUNK_REQUESTS if journal_chunk is None else journal_chunk)
+        if self.journal_chunk < 1:
+            raise ValueError(f"journal_chunk must be >= 1, got {journal_chunk}")
+        # summed over calls: see repro.runtime.scoring.score_sequences; with a journal also the requests scored
+        # now (journal_scored) and those taken from it (journal_reused)
+        self.stats: dict[str, int] = {}
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         seqs, n_scored = [], []
@@ -65,20 +91,53 @@ class PackedLM(HFLM):
                                  f"{self.max_length}")
             seqs.append((context_enc + continuation_enc)[-(self.max_length + 1):])
             n_scored.append(len(continuation_enc))
-        scores = score_sequences(self.model, seqs, n_scored, max_batch_tokens=self.max_batch_tokens,
-                                 progress=not disable_tqdm and self.rank == 0, stats=self.stats)
+        progress = not disable_tqdm and self.rank == 0
+        if self.journal is None:
+            answers = [(s.sum, s.greedy) for s in score_sequences(
+                self.model, seqs, n_scored, max_batch_tokens=self.max_batch_tokens, progress=progress,
+                stats=self.stats)]
+        else:
+            answers = self._journalled(seqs, n_scored, progress)
         out = []
-        for (request_str, _, _), s in zip(requests, scores):
-            answer = (s.sum, s.greedy)
+        for (request_str, _, _), answer in zip(requests, answers):
             if request_str is not None:      # rolling windows have no request string (HFLM does the same)
                 self.cache_hook.add_partial("loglikelihood", request_str, answer)
             out.append(answer)
         return out
 
+    def _journalled(self, seqs: list[list[int]], n_scored: list[int], progress: bool) -> list[tuple[float, bool]]:
+        """Score chunk by chunk, appending each chunk's answers to the journal; reuse chunks found there."""
+        cache, shard = self.journal
+        n, size = len(seqs), self.journal_chunk
+        bounds = [(lo, min(lo + size, n)) for lo in range(0, n, size)]
+        keys = [chunk_key(seqs[lo:hi], n_scored[lo:hi], self.max_batch_tokens) for lo, hi in bounds]
+        found = cache.get_many(shard, keys)
+        answers: list[tuple[float, bool]] = []
+        for c, ((lo, hi), key) in enumerate(zip(bounds, keys)):
+            if key in found:
+                answers += [(float(a), bool(g)) for a, g in found[key]["answers"]]
+                self.stats["journal_reused"] = self.stats.get("journal_reused", 0) + hi - lo
+                continue
+            scores = score_sequences(self.model, seqs[lo:hi], n_scored[lo:hi], max_batch_tokens=self.max_batch_tokens,
+                                     progress=progress, stats=self.stats)
+            chunk = [(s.sum, s.greedy) for s in scores]
+            cache.put_many(shard, {key: {"answers": chunk}})
+            answers += chunk
+            self.stats["journal_scored"] = self.stats.get("journal_scored", 0) + hi - lo
+            log.info("log-likelihood chunk %d/%d scored (%d requests)", c + 1, len(bounds), hi - lo)
+        return answers
+
     def generate_until(self, requests, disable_tqdm: bool = False):
         raise NotImplementedError(
             f"the {NAME} backend scores log-likelihoods only (loglikelihood, loglikelihood_rolling); generative "
             f"tasks need lm-eval's HF backend (evaluation.benchmark_backend=hf, or --model hf)")
+
+
+def chunk_key(seqs: list[list[int]], n_scored: list[int], max_batch_tokens: int) -> str:
+    """A chunk's journal key: its requests in order and the packing budget (together they fix every bit of the
+    answers). The scored model is the journal's (its shard), not the key's."""
+    blob = json.dumps({"seqs": seqs, "n_scored": n_scored, "max_batch_tokens": max_batch_tokens})
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def main() -> None:  # pragma: no cover - a thin wrapper over lm-eval's CLI with this backend registered

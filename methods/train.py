@@ -8,18 +8,34 @@ optimiser, schedule and hyper-parameters, so any difference between methods come
 - Padding-free packing: a micro-batch is one row of concatenated examples whose position ids restart at each
   example; transformers turns that into a block-diagonal causal mask, so examples never attend to each other.
   Only positions that predict a trained token go through the LM head (``logits_to_keep``).
-- LoRA (PEFT) or full fine-tuning; bf16 autocast on GPU, fp32 on CPU; gradient accumulation over micro-batches.
+- LoRA (PEFT) or full fine-tuning; gradient accumulation over micro-batches. Precision (`TrainConfig.precision`):
+  "auto" = bf16 on GPU (LoRA: frozen base weights in bf16 too), fp32 on CPU; "fp32", "bf16-autocast" (fp32
+  weights, bf16 matmuls) or "bf16" (LoRA: frozen base weights in bf16, trained weights fp32, under autocast).
+  The train log records what ran (`precision`, `mixed_precision`, `base_weights_dtype`).
+- Resumable: a single process writes a checkpoint (trained weights, optimiser, scheduler, RNG states, the position
+  in the step schedule and the log so far) at most `checkpoint_minutes` apart, atomically, to
+  out_dir/checkpoint.pt; a run started again on the same data and options resumes from it and produces the same
+  adapter and loss log as a run never stopped (tests/test_resume.py). Deleted once the adapter is written.
+- Step progress: `on_step(record)` after every optimiser step, and a log line (run.log under the driver) at
+  most every 30 s.
 - Runs unchanged under ``accelerate launch`` (configs in repro/accelerate/): each process takes every world-th
   example of a step, and all processes run the same number of micro-batches so DDP/FSDP/ZeRO stay in lockstep.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import io
+import json
+import logging
 import math
+import random
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from accelerate import Accelerator
@@ -32,7 +48,13 @@ from methods.train_config import TrainConfig
 from repro.runtime import models
 from repro.runtime.chat import EncodedPair, encode_pair
 from repro.runtime.packing import greedy_groups, packed_batch, packed_logits
-from repro.runtime.store import atomic_write_json
+from repro.runtime.store import atomic_write_bytes, atomic_write_json
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+PROGRESS_LOG_EVERY_S = 30.0
 
 
 def encode_records(tokenizer, records: list[dict], max_length: int) -> tuple[list[EncodedPair], dict]:
@@ -124,6 +146,10 @@ def _loss_sum(model, group: list[int], pairs: list[EncodedPair], packing: bool, 
     return F.cross_entropy(logits.float(), targets, reduction="sum")
 
 
+def _cpu_autocast(enabled: bool):
+    return torch.autocast("cpu", dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
+
+
 def _numel(p) -> int:
     return getattr(p, "ds_numel", None) or p.numel()
 
@@ -145,13 +171,68 @@ def _configure_deepspeed(accelerator, cfg: TrainConfig) -> None:
                "train_batch_size": accelerator.num_processes, "gradient_clipping": cfg.max_grad_norm or 0.0})
 
 
+def run_fingerprint(model_name: str, cfg: TrainConfig, precision: str, pairs: list[EncodedPair],
+                    schedule: list[list[int]]) -> str:
+    """What a checkpoint may resume: the model, every option that decides what is trained (and the precision
+    "auto" resolved to here), the tokenized examples and the step schedule. A checkpoint of another run is never
+    resumed (it is replaced)."""
+    h = hashlib.sha256()
+    h.update(json.dumps({"model": model_name, "config": cfg.hashed(), "precision": precision, "schedule": schedule},
+                        sort_keys=True).encode())
+    for p in pairs:
+        h.update(json.dumps([p.input_ids, p.prompt_len]).encode())
+    return h.hexdigest()
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomically: the file is the previous checkpoint or this one, whenever the process is killed."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    """The checkpoint at `path` if it belongs to this run (same fingerprint), else None."""
+    if not path.is_file():
+        return None
+    try:
+        # our own file, written by save_checkpoint: RNG states are numpy/python objects, not only tensors
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - an unreadable checkpoint is redone, never trusted
+        log.warning("%s: unreadable training checkpoint (%s): starting from step 0", path, e)
+        return None
+    if state.get("version") != CHECKPOINT_VERSION or state.get("fingerprint") != fingerprint:
+        log.warning("%s: a checkpoint of another run (other data or options): starting from step 0", path)
+        return None
+    return state
+
+
 def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str | Path, *,
-          progress: bool = True, extra: dict | None = None, budget_records: list[dict] | None = None) -> dict:
+          progress: bool = True, extra: dict | None = None, budget_records: list[dict] | None = None,
+          on_step: Callable[[dict], None] | None = None) -> dict:
     """Fine-tune `model_name` on `records` ({prompt: messages, target: str}); saves the adapter (or full model)
     under out_dir/adapter and the training log under out_dir/train_log.json. Returns the log.
 
     `budget_records`: train for as many trained tokens as `cfg.epochs` epochs of these records hold (tokenized
-    here, with the same tokenizer and truncation), instead of for `cfg.epochs` epochs of `records`."""
+    here, with the same tokenizer and truncation), instead of for `cfg.epochs` epochs of `records`.
+
+    `on_step`: called after every optimiser step with that step's log record plus ``total_steps``.
+    A checkpoint of this same run in out_dir (module docstring) is resumed from."""
 
     out_dir = Path(out_dir)
     if not records:
@@ -160,7 +241,11 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
     # step_scheduler_with_optimizer=False: accelerate otherwise advances a prepared scheduler once per process at
     # every step (it assumes each process's DataLoader shard has 1/world of the steps); our steps are already global,
     # so under 2 processes the cosine schedule ran twice as fast and wrapped around past its end.
-    accelerator = Accelerator(mixed_precision="bf16" if use_cuda else "no", cpu=not use_cuda,
+    precision = cfg.resolved_precision(use_cuda)
+    # On CPU, bf16 autocast is done here (`cpu_autocast`), not by accelerate: its mixed-precision setting is
+    # process-wide state that refuses to change within a process (benchmarks/training.py runs every precision in one).
+    cpu_bf16 = not use_cuda and precision != "fp32"
+    accelerator = Accelerator(mixed_precision="bf16" if use_cuda and precision != "fp32" else "no", cpu=not use_cuda,
                               step_scheduler_with_optimizer=False)
     world, rank = accelerator.num_processes, accelerator.process_index
     set_seed(cfg.seed)
@@ -174,8 +259,9 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
         data_stats["token_budget"] = {"trained_tokens": token_budget, "of_examples": budget_stats["examples"],
                                       "epochs": cfg.epochs}
     schedule = step_schedule(pairs, cfg, token_budget)
-    # Frozen base weights can live in bf16 on GPU; weights that train stay fp32 (autocast computes in bf16).
-    dtype = torch.bfloat16 if use_cuda and cfg.finetune == "lora" else torch.float32
+    # Frozen base weights may live in bf16 ("bf16": LoRA only); weights that train stay fp32 (peft keeps adapters
+    # in fp32) and autocast computes in bf16.
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(models.local_path(model_name), dtype=dtype)
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable()
@@ -199,6 +285,19 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
                                   weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=round(cfg.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    # Checkpoints: a single process (a sharded model's or optimiser's state would need every rank's part).
+    fingerprint = run_fingerprint(model_name, cfg, precision, pairs, schedule)
+    ckpt_path = out_dir / CHECKPOINT
+    checkpointing = cfg.checkpoint_minutes > 0 and world == 1
+    resumed = load_checkpoint(ckpt_path, fingerprint) if checkpointing else None
+    if resumed is not None:             # loaded into the raw model and optimiser, before prepare wraps them
+        named = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in resumed["trainable"].items():
+                named[name].copy_(value)
+        optimizer.load_state_dict(resumed["optimizer"])
+        scheduler.load_state_dict(resumed["scheduler"])
+        log.info("resuming training from %s: step %d of %d", ckpt_path, resumed["next_step"], total_steps)
     _configure_deepspeed(accelerator, cfg)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     # FSDP2 replaces every parameter by a sharded DTensor (and points the optimiser at the new ones): parameters
@@ -209,9 +308,21 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
 
     steps_log: list[dict] = []
     trained_tokens = seen_tokens = 0
-    t_start = time.perf_counter()
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=not progress or not accelerator.is_main_process)
+    first_step, elapsed_before, resumes = 0, 0.0, []
+    if resumed is not None:
+        steps_log = resumed["steps_log"]
+        trained_tokens, seen_tokens = resumed["trained_tokens"], resumed["seen_tokens"]
+        first_step, elapsed_before = resumed["next_step"], resumed["elapsed_s"]
+        resumes = resumed["resumes"] + [{"at_step": first_step, "elapsed_s": elapsed_before}]
+        _set_rng_state(resumed["rng"])   # last: dropout masks continue exactly where the checkpoint left them
+    del resumed
+    t_start = time.perf_counter() - elapsed_before
+    last_ckpt = last_log = time.perf_counter()
+    bar = tqdm(total=total_steps, initial=first_step, desc="train", unit="step",
+               disable=not progress or not accelerator.is_main_process)
     for step_no, step_idx in enumerate(schedule):
+        if step_no < first_step:
+            continue
         epoch = step_no // steps_per_epoch
         step_tokens = sum(pairs[i].n_response for i in step_idx)
         # Every process knows every process's share, so all agree on the micro-batch count without talking.
@@ -231,7 +342,7 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
             # so accelerate's fixed gradient_accumulation_steps counter cannot mark it.)
             accelerator.sync_gradients = sync
             ctx = accelerator.no_sync(model) if not sync and world > 1 else contextlib.nullcontext()
-            with ctx, accelerator.autocast():
+            with ctx, accelerator.autocast(), _cpu_autocast(cpu_bf16):
                 loss_sum = _loss_sum(model, group or [step_idx[0]], pairs, cfg.packing, pad_id,
                                      accelerator.device)
                 # DDP averages gradients over processes; scaling by world size makes the result the mean over
@@ -254,6 +365,22 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
                           "elapsed_s": round(elapsed, 3)})
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.4f}", tok_s=f"{trained_tokens / elapsed:.0f}")
+        now = time.perf_counter()
+        if accelerator.is_main_process and (now - last_log >= PROGRESS_LOG_EVERY_S or step_no + 1 == total_steps):
+            log.info("train step %d/%d: loss %.4f, %.1f trained tok/s, %.0f s", step_no + 1, total_steps, step_loss,
+                     trained_tokens / elapsed, elapsed)
+            last_log = now
+        if on_step is not None:
+            on_step({**steps_log[-1], "total_steps": total_steps})
+        if checkpointing and step_no + 1 < total_steps and now - last_ckpt >= 60 * cfg.checkpoint_minutes:
+            unwrapped = accelerator.unwrap_model(model)
+            save_checkpoint(ckpt_path, {
+                "version": CHECKPOINT_VERSION, "fingerprint": fingerprint, "next_step": step_no + 1,
+                "trainable": {n: p.detach().clone() for n, p in unwrapped.named_parameters() if p.requires_grad},
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": _rng_state(),
+                "steps_log": steps_log, "trained_tokens": trained_tokens, "seen_tokens": seen_tokens,
+                "elapsed_s": time.perf_counter() - t_start, "resumes": resumes})
+            last_ckpt = time.perf_counter()
     bar.close()
     wall = time.perf_counter() - t_start
     accelerator.wait_for_everyone()
@@ -274,11 +401,15 @@ def train(model_name: str, records: list[dict], cfg: TrainConfig, out_dir: str |
         "trained_tokens": trained_tokens, "seen_tokens": seen_tokens,
         "trained_tokens_per_s": trained_tokens / wall, "seen_tokens_per_s": seen_tokens / wall,
         "trainable_params": n_trainable, "total_params": n_total, "world_size": world,
-        "device": str(accelerator.device), "mixed_precision": accelerator.mixed_precision,
+        "device": str(accelerator.device), "mixed_precision": "bf16" if cpu_bf16 else accelerator.mixed_precision,
+        "precision": precision,
+        "base_weights_dtype": str(dtype).removeprefix("torch."),
+        "checkpoints": {"every_minutes": cfg.checkpoint_minutes if checkpointing else None, "resumes": resumes},
         "artefact": "adapter" if cfg.finetune == "lora" else "full", **(extra or {}),
     }
     if accelerator.is_main_process:
         atomic_write_json(out_dir / "train_log.json", train_log)
+        ckpt_path.unlink(missing_ok=True)       # the adapter and the log are written: nothing left to resume
     # No process leaves before rank 0 has written: a process that exits while another still works tears down its
     # end of the process group under it (seen once under ZeRO-3 on CPU: "terminate called without an active
     # exception" on rank 1 while rank 0 saved).

@@ -1,6 +1,8 @@
 """Recipe loading and the cross-task setting (true / false / a list of the recipe's tasks)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from repro.driver.cell import Cell
@@ -71,3 +73,64 @@ def test_method_seeds_run_a_method_on_its_own_seeds(tmp_path):
                        ("{base: [0]}", "not a trained method")):
         with pytest.raises(ValueError, match=match):
             load_recipe("smoke", ["methods=[base, sft, s3ft, sft_matched]", f"method_seeds={bad}"])
+
+
+def bare_knobs(preset: str) -> list[str]:
+    """Lines of a preset that set a value without a comment saying what it trades (section headers excepted)."""
+    from repro.driver.recipes import RECIPE_DIR  # noqa: PLC0415
+
+    text = (RECIPE_DIR / f"{preset}.yaml").read_text()
+    return [line for line in text.splitlines() if ":" in line and not line.lstrip().startswith("#")
+            and "#" not in line and not line.rstrip().endswith(":") and not line.startswith(("name:", "description:"))]
+
+
+HEADLINE = {"mmlu", "truthfulqa_mc2", "hellaswag", "winogrande"}
+
+
+def test_qwen_code_is_the_papers_mbpp_study(data_dir):
+    """Issue 27's study preset: the paper's MBPP split (374 train ids 601-974 / 500 test ids 11-510), base + SFT +
+    S3FT with two seeds each, the paper's four benchmarks; sizes not yet measured are marked for the pilot."""
+    from repro.driver.cell import CellRunner  # noqa: PLC0415
+    from repro.driver.grid import plan  # noqa: PLC0415
+    from repro.driver.recipes import RECIPE_DIR  # noqa: PLC0415
+
+    recipe = load_recipe("qwen-code")
+    assert recipe.model == "qwen2.5-coder-1.5b-instruct" and list(recipe.tasks) == ["mbpp"]
+    assert recipe.methods == ["base", "sft", "s3ft"] and recipe.seeds == [0, 1] and not recipe.method_seeds
+    assert {c.label for c in plan(recipe)} == {"mbpp/base/seed0", "mbpp/sft/seed0", "mbpp/sft/seed1",
+                                               "mbpp/s3ft/seed0", "mbpp/s3ft/seed1"}
+    cfg = resolve(recipe)
+    assert set(recipe.evaluation["benchmarks"]) == HEADLINE == set(cfg.evaluation.headline_benchmarks)
+    assert cfg.train.finetune == "lora" and cfg.train.checkpoint_minutes > 0
+    runner = CellRunner(recipe, data_dir=data_dir, work_root=Path("/nonexistent"), results_root=Path("/nonexistent"),
+                        progress=False)
+    for split, (lo, hi, n) in {"train": (601, 974, 374), "test": (11, 510, 500)}.items():
+        ids = sorted(int(ex["id"].split("/")[1]) for ex in runner.examples("mbpp", split))
+        assert (ids[0], ids[-1], len(ids)) == (lo, hi, n), split
+    assert not bare_knobs("qwen-code"), "every knob says what it trades"
+    text = (RECIPE_DIR / "qwen-code.yaml").read_text()
+    for name in HEADLINE:       # no benchmark size without a measurement behind it is presented as final
+        line = next(x for x in text.splitlines() if x.strip().startswith(f"{name}:"))
+        assert "to be set by the pilot" in line, line
+
+
+def test_qwen_code_pilot_is_base_and_sft_seed0_on_a_subset_with_the_studys_settings(data_dir, tmp_path):
+    from conftest import run_repro  # noqa: PLC0415
+
+    from repro.driver.grid import plan  # noqa: PLC0415
+
+    pilot, study = load_recipe("qwen-code-pilot"), load_recipe("qwen-code")
+    assert {c.label for c in plan(pilot)} == {"mbpp/base/seed0", "mbpp/sft/seed0"}
+    assert pilot.model == study.model and pilot.train == study.train and pilot.generation == study.generation
+    p, s = resolve(pilot), resolve(study)
+    assert p.tasks["mbpp"].predict == s.tasks["mbpp"].predict       # the same caps: costs per item carry over
+    assert 0 < p.tasks["mbpp"].train < 374 and 0 < p.tasks["mbpp"].test < 500
+    assert set(pilot.evaluation["benchmarks"]) == HEADLINE
+    assert {k: v for k, v in pilot.evaluation.items() if k != "benchmarks"} == \
+        {k: v for k, v in study.evaluation.items() if k != "benchmarks"}
+    assert not bare_knobs("qwen-code-pilot")
+    for preset, n in (("qwen-code-pilot", 2), ("qwen-code", 5)):
+        proc = run_repro("run", "--preset", preset, "--dry-run", "--data-dir", str(data_dir),
+                         "--work-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"{n} cells: 0 done, 0 trained, 0 targets, {n} todo" in proc.stdout, proc.stdout

@@ -147,6 +147,22 @@ def test_full_finetuning_saves_a_loadable_model(records, tmp_path):
     AutoModelForCausalLM.from_pretrained(tmp_path / "adapter")
 
 
+def test_every_precision_trains_in_one_process_and_is_logged(records, tmp_path):
+    """fp32, bf16 autocast and bf16 base weights, one after another in one process (accelerate's mixed-precision
+    state is process-wide, so CPU autocast is the core's own); each logs what ran; bf16 losses stay near fp32's."""
+    common = dict(epochs=1, batch_size=5, learning_rate=1e-3, lora_dropout=0.0, seed=1, max_length=4096,
+                  checkpoint_minutes=0)
+    logs = {p: train("tiny", records, TrainConfig(**common, precision=p), tmp_path / p, progress=False)
+            for p in ("fp32", "bf16-autocast", "bf16", "auto")}
+    assert [(lg["precision"], lg["mixed_precision"], lg["base_weights_dtype"]) for lg in logs.values()] == [
+        ("fp32", "no", "float32"), ("bf16-autocast", "bf16", "float32"), ("bf16", "bf16", "bfloat16"),
+        ("fp32", "no", "float32")]
+    assert _losses(logs["auto"]) == _losses(logs["fp32"])
+    for p in ("bf16-autocast", "bf16"):
+        assert _losses(logs[p]) != _losses(logs["fp32"]), "bf16 must actually compute in bf16"
+        assert _losses(logs[p]) == pytest.approx(_losses(logs["fp32"]), rel=0.05), p
+
+
 def test_config_coerces_yaml_strings_and_rejects_nonsense():
     cfg = TrainConfig.from_dict({"learning_rate": "1e-4", "epochs": "3", "packing": "false"})
     assert cfg.learning_rate == 1e-4 and cfg.epochs == 3 and cfg.packing is False

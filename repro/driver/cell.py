@@ -74,6 +74,8 @@ class CellRunner:
         self.bench_cache = Path(work_root) / "cache" / "benchmarks"
         self.progress = progress
         self.on_stage = on_stage or (lambda cell, stage: None)
+        # (cell, detail) within a running stage, e.g. "step 12/93": the progress line shows it, the stage goes on
+        self.on_progress: Callable[[Cell, str], None] = lambda cell, detail: None
         self._base: Generator | None = None
         self._splits: dict[tuple[str, str], Split] = {}
         self._judges_attached: set[str] = set()
@@ -221,10 +223,15 @@ class CellRunner:
                 self.build_targets(ref_cell)
                 budget_records = load_records(self.paths(ref_cell)["targets"] / "targets.jsonl")
             self.on_stage(cell, "train")
+
+            def on_step(record: dict) -> None:
+                self.on_progress(cell, f"step {record['step']}/{record['total_steps']}, loss {record['loss']:.4f}")
+
+            # A checkpoint in p["train"] of this same run (a killed earlier attempt) is resumed from (methods.train).
             with hf_stage():                          # a vLLM engine sleeps while training has the GPU
                 train_log = train_core(self.config.model, records, self.train_config(cell), p["train"],
                                        progress=self.progress, extra={"config_hash": h},
-                                       budget_records=budget_records)
+                                       budget_records=budget_records, on_step=on_step)
             if ref is not None:
                 train_log["data"]["token_budget"]["method"] = ref
             train_log["adapter_sha256"] = _adapter_sha(p["train"] / "adapter")
@@ -244,11 +251,14 @@ class CellRunner:
         path = self.bench_cache / f"{self.config.benchmark_cache_key(generator.identity)}.json"
         if path.is_file():
             return read_json(path)
+        # answers are journalled as they complete: a scoring killed midway resumes from its last finished chunk
+        journal = self.bench_cache / "journal" / f"{path.stem}.jsonl"
         out = evaluate_benchmarks(hf_model(), generator.tokenizer, [b.spec() for b in ev.benchmarks],
                                   data_dir=self.data_dir, seed=ev.benchmark_seed, batch_size=ev.benchmark_batch_size,
                                   chat_template=ev.chat_template, kl_texts=ev.cross_domain_kl_texts,
-                                  backend=ev.benchmark_backend)
+                                  backend=ev.benchmark_backend, journal=journal)
         atomic_write_json(path, out)
+        journal.unlink(missing_ok=True)             # the scores are in `path` now
         return out
 
     def evaluate(self, cell: Cell, adapter: Path | None) -> dict:

@@ -12,8 +12,9 @@ Stage hashes (what each covers; a stage's hash includes the hash of the stage it
               sha256), the acceptance checks' versions (filter, validity, truncation rule, paraphrase prompt), the
               train subset (size, data_seed), predict and paraphrase decoding (token caps, stop strings, sampling),
               generation backend and batch size
-  train       targets hash + the full TrainConfig (every field, defaults included) with the cell's seed + (a
-              budget control, `Method.trained_tokens_of`) the reference method and its targets hash
+  train       targets hash + the full TrainConfig (every field, defaults included, but `checkpoint_minutes`, and
+              `precision` only when set away from "auto": `TrainConfig.hashed`) with the cell's seed + (a budget
+              control, `Method.trained_tokens_of`) the reference method and its targets hash
   in_domain   per evaluated task: its identity, test subset (size, data_seed), predict decoding, generation settings
               (the evaluated model is not in it: the cell's upstream hash carries that)
   benchmarks  each benchmark's resolved spec (limit, num_fewshot, its registry entry), seed, batch size, chat
@@ -171,7 +172,7 @@ class ResolvedConfig:
         return get_method(method).trained_tokens_of if method in method_ids() else None
 
     def train_hash(self, task: str, method: str, seed: int) -> str:
-        stage = {"stage": "train", "targets": self.targets_hash(task, method), "train": self.train_config(seed).to_dict()}
+        stage = {"stage": "train", "targets": self.targets_hash(task, method), "train": self.train_config(seed).hashed()}
         ref = self.budget_reference(method)
         if ref is not None:             # only here: every other method's hash is what it was before controls existed
             stage["trained_tokens_of"] = {"method": ref, "targets": self.targets_hash(task, ref)}

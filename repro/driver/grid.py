@@ -35,6 +35,7 @@ from repro.runtime.threads import THREADS_ENV, pin_threads
 log = logging.getLogger(__name__)
 
 BASE_SEED = 0    # the base model has no seed: its cells are always seed 0
+DETAIL_EVERY_S = 60.0   # a non-live progress display prints within-stage progress (training steps) at most this often
 
 
 def plan(recipe: Recipe, tasks: Sequence[str] | None = None, methods: Sequence[str] | None = None,
@@ -85,6 +86,7 @@ class Progress:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._stage_clock: dict[Cell, tuple[str, float, float]] = {}
+        self._last_detail = 0.0
         # called with (cell, record) as each stage ends: run_local journals them in the cell's work folder
         self.stage_sink: Callable[[Cell, dict], None] | None = None
         if self.live and not self.quiet:
@@ -168,6 +170,16 @@ class Progress:
         self._stage_clock[cell] = (stage, time.time(), time.process_time())
         self.running[cell] = stage
         self.update()
+
+    def detail(self, cell: Cell, text: str) -> None:
+        """Progress within the running stage (training steps): shown on the line beside the stage, whose clock goes
+        on. A live line redraws every second anyway; otherwise (logs, CI) at most one line a minute."""
+        stage = self._stage_clock.get(cell, ("?",))[0]
+        self.running[cell] = f"{stage} {text}"
+        now = time.time()
+        if self.live or now - self._last_detail >= DETAIL_EVERY_S:
+            self._last_detail = now
+            self.update()
 
     def finish(self, cell: Cell, *, computed: bool, error: str | None = None) -> None:
         self.end_stage(cell)
@@ -278,6 +290,7 @@ def write_timing(runner: CellRunner, cell: Cell, state_at_start: str) -> None:
 
 def run_local(runner: CellRunner, cells: Sequence[Cell], progress: Progress, commit=None) -> None:
     runner.on_stage = progress.stage
+    runner.on_progress = progress.detail
     progress.stage_sink = lambda cell, record: _journal_stage(runner, cell, record)
     for cell in cells:
         state = runner.state(cell)
