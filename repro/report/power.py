@@ -352,6 +352,8 @@ def power_report(cells: Mapping[str, list[CellItems]], *, task: str, a: str, b: 
         comp = doubled(comp)
         lines += [f"Proxy: every variance below is twice that of {a} - {b} (two tuned methods, each departing from "
                   f"the base independently: conservative; repro/report/power.py doubled()).", ""]
+    # without the data dir the test split's passages are unknown: project over the passages the data has
+    clusters = clusters_total or comp.clusters
     lines += [f"## (a) In-domain {task} {metric}: {a} - {b}", "",
               f"Estimated from n = {comp.n} items, {comp.seeds} seed replicate(s) of {a} and "
               f"{len(cells[b])} of {b}: sd of seed-mean item differences {comp.sd_seed_mean * 100:.1f} pts; "
@@ -359,11 +361,10 @@ def power_report(cells: Mapping[str, list[CellItems]], *, task: str, a: str, b: 
               f"{comp.item_seed_var * 1e4:.1f} pts^2; between-seed variance {comp.seed_var * 1e4:.2f} pts^2"
               + (f"; clustered in {comp.clusters} passages: observed design effect {comp.deff:.2f}, "
                  f"intra-passage correlation rho {comp.rho:.3f}, projected over "
-                 + (f"{clusters_total} passages (equal sizes assumed)" if isinstance(clusters_total, int) else
-                    f"the test split's {len(clusters_total)} passages of {min(clusters_total)}-{max(clusters_total)} "
-                    f"questions ({sum(clusters_total)} in all)")
+                 + (f"{clusters} passages (equal sizes assumed)" if isinstance(clusters, int) else
+                    f"the test split's {len(clusters)} passages of {min(clusters)}-{max(clusters)} "
+                    f"questions ({sum(clusters)} in all)")
                  if comp.clusters else "") + ".", *[f"Note: {n}." for n in comp.notes], ""]
-    clusters = clusters_total or comp.clusters
     head = "| test items | " + " | ".join(f"{s} seed{'s' if s > 1 else ''}" for s in seeds) + " |"
     lines += [head, "|---|" + "---|" * len(seeds)]
     for n in n_test:
