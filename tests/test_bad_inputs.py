@@ -366,6 +366,17 @@ def test_drop_multi_span_judged_span_by_span(tmp_path, data_dir, kind):
     assert not task.judge(ex, "Spain, Italy").correct
 
 
+def test_numeric_judge_takes_any_of_several_annotations(tmp_path):
+    rows = [{"q": f"Q{i}?", "a": [str(i), f"{i}.0", i]} for i in range(8)]
+    spec = _write(tmp_path, SPEC.replace(", id: qid", "").replace("judge: {kind: contains, answers: a}",
+                                                                   "judge: {kind: numeric, answer: a}"),
+                  "".join(json.dumps(r) + "\n" for r in rows))
+    task = FileTask(spec)
+    ex = task.load_split("train", None).examples[0]
+    n = ex["fields"]["q"][1]
+    assert task.judge(ex, f"So the answer is {n}.").correct and not task.judge(ex, "It is 99.").correct
+
+
 def test_drop_official_multi_span_rule():
     """Values DROP's evaluator (drop_eval.get_metrics) gives: spans aligned one to one, mean over the larger count."""
     assert drop_metrics(["Spain"], ["Spain", "Italy", "the Netherlands"]) == (0.0, 0.33)
