@@ -182,7 +182,11 @@ def test_bad_recipe_values(capsys, tmp_path):
                            ({"methods": "sft"}, "methods: must be a list"),
                            ({"train": {"epochz": 1}}, "epochz"),
                            ({"tasks": {"gsm8kk": {}}}, "unknown task 'gsm8kk'"),
-                           ({"tasks": {str(spec): {"judge": "llm"}}}, "only the reading tasks")]:
+                           ({"tasks": {str(spec): {"judge": "llm"}}}, "only the reading tasks"),
+                           ({"generation": {"backend": "cuda"}}, "generation.backend"),
+                           ({"evaluation": {"benchmarks": {"mmlu": {"limit": 0}}}}, "limit must be an integer >= 1"),
+                           ({"model": "no-such-model"}, "--model no-such-model"),
+                           ({"tasks": [str(spec)]}, "tasks: must be a mapping")]:
         recipe.write_text(json.dumps({**base, **change}))
         one_line_error(*cli(capsys, "run", "--preset", recipe, "--dry-run", "--work-dir", tmp_path / "runs")[::2],
                        needle)
