@@ -182,7 +182,11 @@ def test_bad_recipe_values(capsys, tmp_path):
                            ({"methods": "sft"}, "methods: must be a list"),
                            ({"train": {"epochz": 1}}, "epochz"),
                            ({"tasks": {"gsm8kk": {}}}, "unknown task 'gsm8kk'"),
-                           ({"tasks": {str(spec): {"judge": "llm"}}}, "only the reading tasks")]:
+                           ({"tasks": {str(spec): {"judge": "llm"}}}, "only the reading tasks"),
+                           ({"generation": {"backend": "cuda"}}, "generation.backend"),
+                           ({"evaluation": {"benchmarks": {"mmlu": {"limit": 0}}}}, "limit must be an integer >= 1"),
+                           ({"model": "no-such-model"}, "--model no-such-model"),
+                           ({"tasks": [str(spec)]}, "tasks: must be a mapping")]:
         recipe.write_text(json.dumps({**base, **change}))
         one_line_error(*cli(capsys, "run", "--preset", recipe, "--dry-run", "--work-dir", tmp_path / "runs")[::2],
                        needle)
@@ -364,6 +368,17 @@ def test_drop_multi_span_judged_span_by_span(tmp_path, data_dir, kind):
     assert task.judge(ex, "Germany, France and the United Kingdom").correct        # the second annotation
     assert not task.judge(ex, "Spain").correct                                       # one span of three
     assert not task.judge(ex, "Spain, Italy").correct
+
+
+def test_numeric_judge_takes_any_of_several_annotations(tmp_path):
+    rows = [{"q": f"Q{i}?", "a": [str(i), f"{i}.0", i]} for i in range(8)]
+    spec = _write(tmp_path, SPEC.replace(", id: qid", "").replace("judge: {kind: contains, answers: a}",
+                                                                   "judge: {kind: numeric, answer: a}"),
+                  "".join(json.dumps(r) + "\n" for r in rows))
+    task = FileTask(spec)
+    ex = task.load_split("train", None).examples[0]
+    n = ex["fields"]["q"][1]
+    assert task.judge(ex, f"So the answer is {n}.").correct and not task.judge(ex, "It is 99.").correct
 
 
 def test_drop_official_multi_span_rule():

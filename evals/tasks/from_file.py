@@ -572,15 +572,18 @@ class FileTask(Task):
         j, kind = self.judge_cfg, self.judge_kind
         if kind == "numeric":
             v = _mapped(_field(ex, j["answer"], "judge.answer"), self.judge_map, j["answer"], "judge")
-            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-                raise TaskSpecError(f"judge.answer: {j['answer']!r} must be a number or a string, got "
-                                    f"{type(v).__name__}")
-            text = str(v)
-            if "####" in text:
-                text = gold_answer(text)
-            if normalize_number(text) is None:
-                raise TaskSpecError(f"judge.answer: {j['answer']!r} = {str(v)[:60]!r} is not a number")
-            return (text,)
+            golds = []
+            for item in (v if isinstance(v, list) and v else [v]):     # a list: several annotations, any counts
+                if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                    raise TaskSpecError(f"judge.answer: {j['answer']!r} must be a number, a string or a list of "
+                                        f"them, got {_kind(item)}")
+                text = str(item)
+                if "####" in text:
+                    text = gold_answer(text)
+                if normalize_number(text) is None:
+                    raise TaskSpecError(f"judge.answer: {j['answer']!r} = {str(item)[:60]!r} is not a number")
+                golds.append(text)
+            return (golds,)
         if kind in ("exact", "contains", "f1", "llm") or (kind == "regex" and "answers" in j):
             return (_annotations(ex, j["answers"], self.judge_map, self.multi_span),)
         if kind == "regex":
@@ -625,7 +628,8 @@ class FileTask(Task):
         out = []
         for r, args in zip(responses, inputs):
             if kind == "numeric":
-                out.append(numeric.judge_numeric(r, args[0]))
+                verdicts = [numeric.judge_numeric(r, gold) for gold in args[0]]
+                out.append(next((v for v in verdicts if v.correct), verdicts[0]))
             elif kind in ("exact", "contains", "f1"):
                 out.append(text.judge_spans(r, args[0], kind, j.get("threshold", 0.5)))
             elif kind == "regex" and "answers" in j:

@@ -203,6 +203,20 @@ def validate_recipe(r: Recipe) -> None:
     for m in r.methods:
         if m not in method_ids():
             raise DataError(f"{where}: unknown method {m!r}; known: {method_ids()}")
+    gen = r.generation or {}
+    unknown = set(gen) - {"backend", "batch_size", "vllm"}
+    if unknown:
+        raise DataError(f"{where}: generation has unknown keys {sorted(unknown)}; known: backend, batch_size, vllm")
+    if gen.get("backend", "auto") not in ("auto", "hf", "vllm"):
+        raise DataError(f"{where}: generation.backend must be auto, hf or vllm, got {gen['backend']!r}")
+    size = gen.get("batch_size", 16)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise DataError(f"{where}: generation.batch_size must be an integer >= 1, got {size!r}")
+    for key in ("forgetting_prompts", "benchmark_batch_size", "benchmark_seed", "cross_domain_kl_texts"):
+        v = r.evaluation.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (1 if "batch" in key else 0)):
+            raise DataError(f"{where}: evaluation.{key} must be an integer >= {1 if 'batch' in key else 0}, "
+                            f"got {v!r}")
     benchmarks = r.evaluation.get("benchmarks") or {}
     if not isinstance(benchmarks, dict):
         raise DataError(f"{where}: evaluation.benchmarks must map benchmark names to options, got {benchmarks!r}")
