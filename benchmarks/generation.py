@@ -305,7 +305,7 @@ def engines_main(args) -> int:
         ref_of["hf-lora"] = "hf-lora"
     for dt in args.dtypes:
         short = {"float32": "fp32", "bfloat16": "bf16"}.get(dt, dt)
-        opts = {"dtype": dt, "kv_cache_memory_bytes": 1024**3}
+        opts = {"dtype": dt, "kv_cache_memory_bytes": 1024**3, "max_lora_rank": 8}   # as the driver sizes it
         with C.Timer() as t:
             engine = G.VLLMEngine(args.model, **opts)
         startup[f"vllm-{short}-base"] = t.seconds
@@ -320,8 +320,10 @@ def engines_main(args) -> int:
         print(f"engines {dt}: base {startup[f'vllm-{short}-base']:.1f} s, merged "
               f"{startup[f'vllm-{short}-merged']:.1f} s to start", file=sys.stderr, flush=True)
     warm = DecodingParams(max_new_tokens=4)
-    for g in arms.values():                   # one-off costs (allocator, kernel selection, adapter load) untimed
-        g.generate(messages[args.tasks[0]][:2], warm, tag="warmup", progress=False)
+    for name, g in arms.items():              # one-off costs (allocator, kernel selection, adapter load) untimed
+        with C.Timer() as t:
+            g.generate(messages[args.tasks[0]][:2], warm, tag="warmup", progress=False)
+        print(f"warm-up {name}: {t.seconds:.1f} s", file=sys.stderr, flush=True)
 
     names = list(arms)
     timings, outputs = [], {(a, t): None for a in names for t in tasks}
@@ -390,7 +392,7 @@ def engines_main(args) -> int:
         "setup": {"model": args.model, "tasks": args.tasks, "split": "test", "n_prompts": args.n,
                   "subset_seed": args.seed, "max_new_tokens": {t: p.max_new_tokens for t, p in params.items()},
                   "hf_batch_size": args.batch_size, "hf_dtype": "float32", "vllm_dtypes": args.dtypes,
-                  "vllm_kv_cache_bytes": 1024**3, "reps": args.reps, "vllm_version": G.vllm_version(),
+                  "vllm_kv_cache_bytes": 1024**3, "vllm_max_lora_rank": 8, "reps": args.reps, "vllm_version": G.vllm_version(),
                   "adapter": "LoRA r=8 alpha 16 on q_proj,v_proj, B ~ N(0, 0.02) seed 1 (a stand-in for a short "
                              "fine-tune); merged = peft merge_and_unload in fp32, served as a model",
                   "adapter_and_merge_s": round(t_adapter.seconds, 1), "generation_cache": "off",

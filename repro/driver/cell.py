@@ -36,11 +36,11 @@ from repro.runtime.cache import GenerationCache
 from repro.runtime.generate import (
     DecodingParams,
     Generator,
+    auto_backend,
     hf_model_of,
     hf_stage,
     lora_rank_bucket,
     make_generator,
-    vllm_available,
 )
 from repro.runtime.store import (
     atomic_write_bytes,
@@ -126,9 +126,9 @@ class CellRunner:
 
     @property
     def backend(self) -> str:
-        """The generation backend the recipe's setting resolves to here ("auto": vLLM with a GPU, else HF)."""
+        """The generation backend the recipe's setting resolves to here ("auto": vLLM where it serves the model, else HF)."""
         b = self.config.generation.backend
-        return ("vllm" if vllm_available() else "hf") if b == "auto" else b
+        return auto_backend(self.config.model) if b == "auto" else b
 
     def make_generator(self, model: str, adapter: Path | None, *, backend: str | None = None) -> Generator:
         """A generator for `model` (+ `adapter`) under the recipe's generation settings. With vLLM every adapter

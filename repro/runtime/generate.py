@@ -492,13 +492,38 @@ def vllm_available() -> bool:
 _VLLM_IMPORTS: bool | None = None
 
 
+def vllm_serves(model: str) -> bool:
+    """Whether the installed vLLM can serve `model` here: on a GPU any model it imports; on CPU only a head size its
+    CPU attention has kernels for (32 ... 512: the tiny test model's 16 is refused at engine start)."""
+    if not vllm_available():
+        return False
+    from vllm.platforms import current_platform  # noqa: PLC0415
+
+    if not current_platform.is_cpu():
+        return True
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend  # noqa: PLC0415
+
+    try:
+        cfg = json.loads((Path(models.local_path(model)) / "config.json").read_text())
+        head = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    except (OSError, ValueError, KeyError, ZeroDivisionError):
+        return False
+    return head in CPUAttentionBackend.get_supported_head_sizes()
+
+
+def auto_backend(model: str) -> str:
+    """What ``backend: auto`` means for `model` here: vLLM where it is installed, imports and serves the model
+    (a GPU, or the CPU build for a supported head size), else HF."""
+    return "vllm" if vllm_serves(model) else "hf"
+
+
 def make_generator(model: str, adapter: str | Path | None = None, *, backend: str = "auto",
                    cache: GenerationCache | None = None, engine: dict | None = None, **kwargs: Any) -> Generator:
-    """A generator for `model` (+ `adapter`): "auto" is vLLM when it is installed and imports (GPU or CPU build),
-    else HF.
+    """A generator for `model` (+ `adapter`): "auto" is :func:`auto_backend` (vLLM where it serves the model, else
+    HF).
     `engine`: vLLM engine options (:data:`ENGINE_OPTIONS`; a recipe's ``generation.vllm``), unused by HF."""
     if backend == "auto":
-        backend = "vllm" if vllm_available() else "hf"
+        backend = auto_backend(model)
     if backend == "hf":
         return HFGenerator(model, adapter, cache=cache, **kwargs)
     if backend == "vllm":
