@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from repro.runtime.store import sha256_file
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,24 @@ CHECKSUM_FILE = "SHA256SUMS"
 
 
 class DataError(ValueError):
-    """A data file is missing, corrupt, or has a row that does not fit the expected schema."""
+    """A user's input mistake: a data file that is missing, corrupt or has a row that does not fit its schema, a task
+    spec, a recipe or a command-line value. The command line prints its message as one line and exits 2; anything
+    else that escapes is a bug and keeps its traceback."""
+
+
+def parse_json_line(line: str, where: str) -> Any:
+    """One JSONL line parsed; a malformed one is a DataError naming `where` (file:line) and the column.
+
+    The line is parsed without its line break, so a line cut short is reported at the column where it ends rather
+    than at "line 2 column 1" of the text json saw."""
+    text = line.rstrip("\r\n")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        short = (" - the line ends early; is it cut short?"
+                 if e.pos >= len(text.rstrip()) or e.msg.startswith("Unterminated") else "")
+        msg = e.msg.removesuffix(" at").removesuffix(":")
+        raise DataError(f"{where}: invalid JSON ({msg} at column {e.colno}){short}") from None
 
 
 def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -42,6 +61,54 @@ def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
     if not path.is_dir():
         raise DataError(f"data directory {path} does not exist (from {'--data-dir' if explicit else DATA_DIR_ENV})")
     return path
+
+
+# --- YAML files (task specs, recipes) ---------------------------------------------------------------------------
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with a key twice (plain PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):  # noqa: D102 - PyYAML's hook
+        seen: dict = {}
+        for key_node, _ in node.value:
+            try:
+                key = self.construct_object(key_node, deep=True)
+                first = seen.get(key)
+                seen.setdefault(key, key_node.start_mark.line)
+            except TypeError:        # an unhashable key: PyYAML reports it below
+                continue
+            if first is not None:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {first + 1}); keep one",
+                    key_node.start_mark)
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml_text(text: str, where: str | os.PathLike) -> Any:
+    """Parse YAML; a syntax error (or a repeated key) is a one-line DataError ``where:line:col: ...``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        pos = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        what = " ".join(x for x in (e.context, e.problem) if x)
+        raise DataError(f"{where}{pos}: not valid YAML: {what}") from None
+    except yaml.YAMLError as e:
+        raise DataError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A UTF-8 text file's content; a missing, unreadable or non-text file is a one-line DataError."""
+    if path.is_dir():
+        raise DataError(f"{path}: {what} is a folder, not a file")
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what}: {e.strerror}") from None
 
 
 # --- checksums -------------------------------------------------------------------------------------------------
@@ -143,10 +210,7 @@ def read_jsonl(path: Path, fields: Iterable[Field] = ()) -> list[dict]:
             if not line.strip():
                 continue
             where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+            row = parse_json_line(line, where)
             rows.append(check_row(row, fields, where))
     return rows
 

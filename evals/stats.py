@@ -516,7 +516,9 @@ def aggregate_seeds(values: Sequence[float]) -> dict[str, Any]:
 # comparisons that respect the design: items are the unit, seeds replicate
 # --------------------------------------------------------------------------
 # Minimum detectable effect (MDE) at 80% power, two-sided alpha = 0.05, for a paired mean difference:
-#     MDE = (z_.975 + z_.80) * se,   se = sd(per-item differences) / sqrt(n)   (clustered: the cluster-robust se)
+#     MDE = (z_.975 + z_.80) * se,   se = sd(per-item differences) / sqrt(n)
+# (clustered items: the larger of the cluster-robust se and that per-item se, so that a clustered estimate that
+# falls below the per-item one by chance never makes an MDE smaller than independent items would give)
 # with a floor, so that "methods agreed on every item" (sd = 0) never reads as "any effect would have shown":
 #     se >= sqrt(K_MIN) * u / n
 # K_MIN = 6 is the fewest same-direction changes an exact two-sided sign test can call significant at 0.05
@@ -663,7 +665,11 @@ def paired_comparison(
         p = _sign_flip_p(sums / n, seed)
         g = len(groups)
         resid = sums - diff * sizes            # cluster-robust (ratio estimator) standard error
-        se = float(math.sqrt(g / (g - 1) * np.sum(resid**2)) / n) if g > 1 else 0.0
+        se_cluster = float(math.sqrt(g / (g - 1) * np.sum(resid**2)) / n) if g > 1 else 0.0
+        # The MDE takes the larger of the clustered and the per-item se: with few clusters (25 passages) the
+        # clustered estimate can fall below the per-item one by chance, which would claim a precision that
+        # clustering cannot give (a design effect below 1).
+        se = max(se_cluster, sd / math.sqrt(n))
         test = f"cluster sign-flip permutation ({g} passages), cluster bootstrap CI"
     else:
         units = d
@@ -741,13 +747,33 @@ def paired_average_comparison(
             "test": "sign-flip permutation over items (weighted by 1/(K n_k)), stratified bootstrap CI"}
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the input order: with the m p-values sorted ascending,
+    p_adj(i) = max over j <= i of min(1, (m - j + 1) p(j)). Rejecting where p_adj < alpha controls the
+    family-wise error rate at alpha under any dependence between the tests. Ties keep their input order."""
+    p = [float(x) for x in p_values]
+    if any(not 0.0 <= x <= 1.0 for x in p):
+        raise ValueError(f"p-values must lie in [0, 1], got {p}")
+    m = len(p)
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda k: p[k])):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out
+
+
 def verdict(diff: float, p: float, mde: float, *, better: str, worse: str, unit: str = "points",
-            scale: float = 100.0, alpha: float = 0.05) -> str:
+            scale: float = 100.0, alpha: float = 0.05, p_raw: float | None = None, family: int | None = None) -> str:
     """The wording rule of every comparison: a direction only when p < alpha, else how large an effect could
-    hide at this n."""
+    hide at this n. ``p`` is the p-value the decision uses - the Holm-adjusted one when the row is one of a
+    family of ``family`` tests; ``p_raw`` (its unadjusted p) is then named when it alone would have been
+    below alpha, so a reader sees why no direction is stated."""
     if p < alpha and diff != 0.0:
         return better if diff > 0 else worse
     if not math.isfinite(mde):
         return "cannot tell at this n (too few items for any test to reach p < 0.05)"
     size = f"{scale * mde:.1f}" if scale != 1.0 else f"{mde:.4f}"     # points to 0.1; nats to 4 decimals
-    return f"cannot tell at this n (an effect up to {size} {unit} could hide)"
+    why = (f"; raw p < {alpha:g}, not after Holm over {family} rows"
+           if p_raw is not None and p_raw < alpha and diff != 0.0 and family else "")
+    return f"cannot tell at this n (an effect up to {size} {unit} could hide{why})"

@@ -262,9 +262,13 @@ def test_ls_tasks_lists_task_files_and_flags_invalid_ones(tmp_path):
         shutil.copy(f, tmp_path / f.name)
     (tmp_path / "broken.yaml").write_text("name: broken\nversion: 1\n")
     proc = run_repro("ls", "tasks", "--tasks-dir", str(tmp_path))
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 2, proc.stderr              # an invalid task file is an error (issue 29) ...
     assert "arc_easy" in proc.stdout and "choice" in proc.stdout and "triviaqa" in proc.stdout
-    assert "(invalid)" in proc.stdout and "missing key(s)" in proc.stdout
+    assert "(invalid)" in proc.stdout and "missing key(s)" in proc.stdout     # ... listed beside the valid ones
+    assert proc.stderr.strip().splitlines() == [f"error: 1 of 3 task files in {tmp_path} are invalid; first: "
+                                                f"{tmp_path / 'broken.yaml'}: missing key(s) ['data', 'gold', "
+                                                "'judge', 'prompt']"]
+    assert "not read (its paths use {data_dir}: pass --data-dir)" in proc.stdout
 
 
 def test_example_tasks_load_over_the_shared_data(data_dir):

@@ -102,9 +102,12 @@ def test_data_dir_from_environment(tmp_path, data_dir):
 
 
 def test_empty_predictions_file(tmp_path, data_dir):
-    r = judge("gsm8k", write_jsonl(tmp_path / "p.jsonl", []), data_dir)
-    assert r.returncode == 0, r.stderr
-    assert last_line(r.stdout) == "accuracy=0.000000 n=0"
+    """No predictions is an error, not accuracy 0 on n = 0 (issue 29)."""
+    path = write_jsonl(tmp_path / "p.jsonl", [])
+    r = judge("gsm8k", path, data_dir)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [f"error: {path}: no predictions (the file is empty); write one JSON "
+                                             "object per line with 'response' and 'id' or the gold fields"]
 
 
 # --- MBPP -------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,9 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from evals.stats import Z_POWER
 from repro.driver.cell import Cell
 from repro.driver.schema import find_results, validate_result
 from repro.report import CellResult, Grid, load_cells
+from repro.report.claims import BLOCK_RE, load_claims, rewrite_blocks
 from repro.report.comparisons import COMPARISONS, comparison_rows
 from repro.report.formatting import mark_missing
 from repro.report.tables import (
@@ -328,8 +331,8 @@ def test_partial_smoke_preset_renders_every_output(smoke_results: Path, tmp_path
     out = render(tmp_path / "results", tmp_path / "out")
     assert "Missing cells (1, defined by the preset's recipe" in out and "squad/s3ft/seed0" in out
     manifest = json.loads((tmp_path / "out" / "tables" / "smoke" / "MANIFEST.json").read_text())
-    assert len([f for f in manifest["files"] if f.endswith((".md", ".tex"))]) == 18   # 9 tables, each .md and .tex
-    assert len([f for f in manifest["files"] if f.endswith(".png")]) == 3
+    assert len([f for f in manifest["files"] if f.endswith((".md", ".tex"))]) == 20   # 10 tables, each .md and .tex
+    assert len([f for f in manifest["files"] if f.endswith(".png")]) == 4
     for rel in manifest["files"]:
         if rel.endswith((".md", ".tex")):
             assert "squad/s3ft/seed0" in (tmp_path / "out" / rel).read_text(encoding="utf-8"), rel
@@ -416,11 +419,13 @@ def test_smoke_tables_deterministic(smoke_results: Path, tmp_path: Path) -> None
     presets = sorted({json.loads(p.read_text())["cell"]["preset"] for p in find_results(smoke_results)})
     for preset in presets:
         manifest = json.loads(a[f"tables/{preset}/MANIFEST.json"])
-        expected = {f"tables/{preset}/{n}.{ext}" for n in ("table1_logp", "table2_in_domain", "table3_targets",
+        expected = {f"tables/{preset}/{n}.{ext}" for n in ("claims", "table1_logp", "table2_in_domain", "table3_targets",
                                                             "table4_generalization", "comparisons", "cross_task",
                                                             "forgetting_signal", "cost", "measured_time")
                     for ext in ("md", "tex")}
-        expected |= {f"figures/{preset}/{n}.png" for n in ("fig2_logp_hist", "gain_vs_drop", "cross_task_heatmap")}
+        expected |= {f"figures/{preset}/{n}.png" for n in ("claims", "fig2_logp_hist", "gain_vs_drop",
+                                                           "cross_task_heatmap")}
+        expected.add(f"tables/{preset}/claims.json")
         assert set(manifest["files"]) == expected
         import hashlib  # noqa: PLC0415
 
@@ -594,6 +599,7 @@ def test_comparison_rows_recomputed(preset: str) -> None:
     rows = md_rows(RESULTS / "tables" / preset / "comparisons.md")
     field = {"accuracy": "correct", "F1": "f1", "EM": "em", "containment": "contains"}
     checked = 0
+    tested: list[tuple[dict, dict]] = []       # (table row, recomputed result): the Holm family
     for row in rows:
         if row["p"] == "—":
             continue
@@ -608,8 +614,20 @@ def test_comparison_rows_recomputed(preset: str) -> None:
             clusters = {it["id"]: it["cluster"] for _, items in A + B for it in items
                         if it["kind"] == "task" and "cluster" in it} or None
             binary = f in ("correct", "em", "contains")
-            r = paired_comparison(seed_means(per(A)), seed_means(per(B)), clusters=clusters, seed=0,
-                                  binary_seeds=(len(A), len(B)) if binary else None)
+            sa, sb = seed_means(per(A)), seed_means(per(B))
+            r = paired_comparison(sa, sb, clusters=clusters, seed=0, binary_seeds=(len(A), len(B)) if binary else None)
+            if clusters and r["n_clusters"] < r["n"]:
+                # the MDE's se is the larger of the cluster-robust and the per-item one (issue 28), recomputed here
+                keys = sorted(set(sa) & set(sb))
+                d = [sa[k] - sb[k] for k in keys]
+                mean_d = sum(d) / len(d)
+                groups: dict[str, list[float]] = {}
+                for k, dk in zip(keys, d):
+                    groups.setdefault(clusters[k], []).append(dk)
+                g_ = len(groups)
+                se_cl = (g_ / (g_ - 1) * sum((sum(v) - mean_d * len(v)) ** 2 for v in groups.values())) ** 0.5 / len(d)
+                se_iid = (sum((x - mean_d) ** 2 for x in d) / (len(d) - 1)) ** 0.5 / len(d) ** 0.5
+                assert r["mde"] == pytest.approx(Z_POWER * max(se_cl, se_iid), rel=1e-9), (t, a, b, measure)
         elif measure.startswith("Δ log p(correct)"):      # A - B of the tuned models' log p, paper four, nats
             from evals.benchmarks import BENCHMARKS  # noqa: PLC0415
 
@@ -621,10 +639,8 @@ def test_comparison_rows_recomputed(preset: str) -> None:
             expected = f"{r['diff']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]"
             assert row["A − B [95% CI]"] == expected, (t, a, b, measure)
             assert row["p"] == (f"{r['p_value']:.3f}" if r["p_value"] >= 0.001 else "<0.001"), (t, a, b, measure)
-            if r["p_value"] >= 0.05:
-                assert row["reading"].startswith("cannot tell at this n"), row
-            else:           # the direction of the effect, in words that say which way log p(correct) went
-                assert row["reading"] == f"{a} leaves log p(correct) {'higher' if r['diff'] > 0 else 'lower'}", row
+            assert row["MDE (80% power)"] == f"{r['mde']:.4f} nats", (t, a, b, measure)
+            tested.append((row, r))
             checked += 1
             continue
         else:
@@ -646,12 +662,30 @@ def test_comparison_rows_recomputed(preset: str) -> None:
         assert row["A − B [95% CI]"] == expected, (t, a, b, measure)
         p = r["p_value"]
         assert row["p"] == (f"{p:.3f}" if p >= 0.001 else "<0.001"), (t, a, b, measure)
-        # the wording rule: a direction only with p < 0.05, and never for an effect of +0.0
-        if p >= 0.05:
-            assert row["reading"].startswith("cannot tell at this n"), row
-        assert not (expected.startswith(("+0.0 ", "-0.0 ")) and p < 0.05), row
+        assert row["MDE (80% power)"] == f"{100 * r['mde']:.1f}", (t, a, b, measure)
+        tested.append((row, r))
         checked += 1
     assert checked == len([r for r in rows if r["p"] != "—"]) > 0
+    # Multiplicity: Holm over every tested row of the table (the family), by the textbook step-down, and the
+    # wording rule - a direction only when the adjusted p < 0.05, never for an effect printed as +0.0.
+    m = len(tested)
+    order = sorted(range(m), key=lambda i: tested[i][1]["p_value"])
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * tested[i][1]["p_value"]))
+        adjusted[i] = running
+    for (row, r), p_adj in zip(tested, adjusted):
+        assert row["p (Holm)"] == (f"{p_adj:.3f}" if p_adj >= 0.001 else "<0.001"), row
+        if p_adj >= 0.05:
+            assert row["reading"].startswith("cannot tell at this n"), row
+            assert ("not after Holm" in row["reading"]) == (r["p_value"] < 0.05 and r["diff"] != 0.0), row
+        else:
+            a, b = row["A vs B"].split(" vs ")
+            up = r["diff"] > 0
+            assert row["reading"] in ({f"{a} is better", f"{a} forgets more", f"{a} leaves log p(correct) higher"}
+                                      if up else {f"{b} is better", f"{a} forgets less",
+                                                  f"{a} leaves log p(correct) lower"}), row
+            assert not row["A − B [95% CI]"].startswith(("+0.0 ", "-0.0 ")), row
 
 
 @pytest.mark.parametrize("preset", _table_presets("sft"))
@@ -737,3 +771,126 @@ def test_smoke_cells_keep_an_auditable_copy_of_their_targets(smoke_results: Path
                     assert not c["accepted"] and r["target_source"] != source and c["rejected_by"] == "truncated"
         checked += 1
     assert checked >= 4
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Issue 28: what the figures plot, the claims, and the numbers the README and docs/ quote
+# ----------------------------------------------------------------------------------------------------------------
+def _rounded(triple: tuple[str, ...], decimals: int) -> tuple[str, ...]:
+    return tuple(f"{round(float(x), decimals) + 0.0:+.{decimals}f}" for x in triple)
+
+
+def _claims_of(preset: str) -> list[dict]:
+    return json.loads((RESULTS / "tables" / preset / "claims.json").read_text())
+
+
+@pytest.mark.parametrize("preset", _table_presets("pair"))
+def test_claims_follow_the_comparisons_table_and_the_paper(preset: str) -> None:
+    """What the claims table, the claims figure and the README's claims block show (claims.json) is the S3FT vs SFT
+    headline rows of comparisons.md - effect, CI, p, Holm p, MDE, n - beside the paper's own differences."""
+    ref = json.loads(PAPER_REFERENCE.read_text())["table2_in_domain_accuracy"]["values"]
+    comp = md_rows(RESULTS / "tables" / preset / "comparisons.md")
+    claims = _claims_of(preset)
+    assert claims and {r["preset"] for r in claims} == {preset}
+    for c in claims:
+        want = "(headline)" if c["claim"] == "in-domain" else "paper-four avg drop"
+        row = next(r for r in comp if r["task"] == c["task"] and r["A vs B"] == "s3ft vs sft" and want in r["measure"])
+        eff = row["A − B [95% CI]"]
+        if len(eff.split(" ")[0].split(".")[1]) == 1:      # one decimal, as the claims table prints
+            assert eff == " ".join([_rounded((f"{c['estimate']:+.9f}",), 1)[0],
+                                    "[{}, {}]".format(*_rounded((f"{c['ci95'][0]:+.9f}", f"{c['ci95'][1]:+.9f}"), 1))]
+                                   ), (c, row)
+        else:                                              # an effect under 0.05 printed with more digits
+            assert abs(c["estimate"]) < 0.05, (c, row)
+        assert row["p"] == (f"{c['p']:.3f}" if c["p"] >= 0.001 else "<0.001")
+        assert row["p (Holm)"] == (f"{c['p_holm']:.3f}" if c["p_holm"] >= 0.001 else "<0.001")
+        assert row["MDE (80% power)"] == ("none detectable" if c["mde"] is None else f"{c['mde']:.1f}")
+        assert row["n"].split(" ")[0] == str(c["n"]) and row["reading"] == c["reading"]
+        assert c["family"] == len([r for r in comp if r["p"] != "—"])
+        ds = PAPER_DATASET.get(c["task"])
+        if c["claim"] == "in-domain":
+            assert c["paper"] == (None if ds is None else pytest.approx(ref["s3ft"][ds] - ref["sft"][ds], abs=1e-9))
+        else:
+            assert c["paper"] == pytest.approx(2.5 - 4.4)    # the abstract: S3FT 2.5, SFT "up to" 4.4
+    # the table across presets is these rows, every preset's
+    across = (RESULTS / "tables" / "claims_all_presets.md").read_text(encoding="utf-8")
+    all_rows = load_claims(RESULTS / "tables")
+    assert [r for r in all_rows if r["preset"] == preset] == claims
+    assert sum(1 for ln in across.splitlines() if ln.startswith(f"| {preset} ")) == len(claims)
+
+
+@pytest.mark.parametrize("preset", _table_presets("trained"))
+def test_gain_vs_drop_points_are_table2_and_table4(preset: str) -> None:
+    """The gain-vs-drop figure's data: each point's gain is Table 2's headline score minus the base's, its drop
+    and CI Table 4's paper-four average drop cell; the heatmap's in-domain cells are Table 2's headline scores."""
+    from repro.report.figures import gain_drop_points  # noqa: PLC0415  (matplotlib-free, but only this test)
+
+    g = Grid(preset, load_cells(RESULTS, preset), json.loads(PAPER_REFERENCE.read_text()))
+    t2 = md_rows(RESULTS / "tables" / preset / "table2_in_domain.md")
+    t4 = md_rows(RESULTS / "tables" / preset / "table4_generalization.md")
+    points = gain_drop_points(g)
+    assert points
+    for p in points:
+        head = next(h for h in t2[0] if h.startswith(f"{p['task']} ours"))
+        score = {r["method"]: float(r[head].split(" ")[0]) for r in t2 if r[head] not in ("", "—")}
+        assert abs(p["gain"] - (score[p["method"]] - score["base"])) <= 0.1 + 1e-9, p
+        assert p["gain_ci"][0] <= p["gain"] <= p["gain_ci"][1]
+        row = next(r for r in t4 if r["fine-tuned on"] == p["task"] and r["method"] == p["method"])
+        cell = row[next(h for h in row if h.startswith("paper-four avg drop"))]
+        d = len(cell.split(" ")[0].split(".")[1])
+        assert cell == (f"{round(p['drop'], d) + 0.0:+.{d}f} [{round(p['drop_ci'][0], d) + 0.0:+.{d}f}, "
+                        f"{round(p['drop_ci'][1], d) + 0.0:+.{d}f}]"), (p, cell)
+    _, labels, accs, _ = table_cross_task(g)
+    for label, row in zip(labels[1:], accs[1:]):
+        task, method = label.rstrip("†").split(" / ")
+        head = next(h for h in t2[0] if h.startswith(f"{task} ours"))
+        want = next(r[head].split(" ")[0] for r in t2 if r["method"] == method)
+        assert f"{round(100 * row[g.eval_tasks.index(task)], 1) + 0.0:.1f}" == want, (label, want)
+
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def test_readme_and_docs_claims_blocks_are_the_committed_claims() -> None:
+    """The README's claims table (and any in docs/) is a generated block: it must be exactly what paper_tables.py
+    writes from the committed claims.json files, so a changed number there - or a stale block - fails here."""
+    rows = load_claims(RESULTS / "tables")
+    assert rows, "no committed claims.json: run python paper_tables.py"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert BLOCK_RE.search(readme), "README.md has no generated claims block"
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        assert rewrite_blocks(text, rows) == text, f"{doc.name}: stale claims block; run python paper_tables.py"
+    # a tampered number is caught: change one estimate inside the block
+    block = BLOCK_RE.search(readme).group(0)
+    tampered = readme.replace(block, block.replace("-32.4", "-23.4", 1).replace("+0.3 [", "+0.7 [", 1))
+    assert tampered != readme and rewrite_blocks(tampered, rows) != tampered
+
+
+_TRIPLE = re.compile(r"([+-]\d+\.\d+) \[([+-]\d+\.\d+), ([+-]\d+\.\d+)\]")
+# Effects quoted in the results prose that come from runs not committed under results/ (so no table holds them):
+# each named with where it comes from.
+_UNCOMMITTED = {
+    ("+22.3", "+12.6", "+33.7"): "smollm2-reading pilot (base and sft, 128 / 64 items, not committed)",
+    ("+0.2", "-1.1", "+1.6"): "the same pilot's paper-four average drop",
+}
+
+
+def test_effects_quoted_in_readme_results_and_docs_are_in_committed_tables() -> None:
+    """Every 'effect [CI]' the README's Results section and the docs' study pages quote is one a committed table
+    prints (to the decimals quoted), so a hand-edited number there fails."""
+    known: set[tuple[str, ...]] = set()
+    for md in (RESULTS / "tables").rglob("*.md"):
+        for t in _TRIPLE.findall(md.read_text(encoding="utf-8")):
+            d = len(t[0].split(".")[1])
+            known |= {_rounded(t, k) for k in range(1, d + 1)}
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    texts = {"README.md#results": readme[readme.index("\n## Results"):]}
+    texts |= {p.name: p.read_text(encoding="utf-8") for p in sorted((REPO / "docs").glob("results-*.md"))}
+    assert len(texts) >= 2
+    quoted = 0
+    for name, text in texts.items():
+        for t in _TRIPLE.findall(text):
+            quoted += 1
+            assert t in known or t in _UNCOMMITTED, f"{name}: {t[0]} [{t[1]}, {t[2]}] is in no committed table"
+    assert quoted > 10

@@ -419,3 +419,65 @@ def test_streamed_sign_flip_is_scipys_permutation_test_value_for_value(n, binary
                                random_state=np.random.default_rng(7))
     assert np.array_equal(S._sign_flip_null(units, 3_000, np.random.default_rng(7)), ref.null_distribution)
     assert S._sign_flip_p(units, 7) == min(1.0, ref.pvalue)
+
+
+# ---------------------------------------------------------------- multiplicity and the clustered MDE
+def test_holm_hand_worked():
+    # sorted: 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> running max 0.06; input order back
+    assert S.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert S.holm([0.2]) == [0.2]
+    assert S.holm([]) == []
+    assert S.holm([0.5, 0.6, 0.9]) == [1.0, 1.0, 1.0]           # capped at 1
+    with pytest.raises(ValueError):
+        S.holm([0.1, 1.5])
+
+
+def test_holm_matches_a_direct_step_down_and_the_issue_rows():
+    """Against the textbook step-down (reject H(1..k) while p(j) <= alpha / (m - j + 1)) on random families, and
+    the issue's case: 20 rows, seven at p < 0.001, the three 'forgets more' rows at 0.013, 0.019, 0.033 fall."""
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        m = int(rng.integers(1, 30))
+        p = list(rng.uniform(0, 0.2, size=m) ** 2)
+        adj = S.holm(p)
+        order = sorted(range(m), key=lambda i: p[i])
+        rejected = set()
+        for j, i in enumerate(order):
+            if p[i] > 0.05 / (m - j):
+                break
+            rejected.add(i)
+        assert {i for i in range(m) if adj[i] <= 0.05} == rejected
+        assert all(a >= x for a, x in zip(adj, p))
+    issue = [1e-4] * 7 + [0.013, 0.019, 0.033] + [0.2 + 0.05 * k for k in range(10)]
+    adj = S.holm(issue)
+    assert all(a < 0.05 for a in adj[:7]) and all(a >= 0.05 for a in adj[7:])
+
+
+def test_verdict_names_a_raw_p_that_falls_under_holm():
+    v = S.verdict(0.016, 0.23, 0.018, better="s3ft forgets more", worse="s3ft forgets less", p_raw=0.013, family=20)
+    assert v == ("cannot tell at this n (an effect up to 1.8 points could hide; raw p < 0.05, not after Holm over "
+                 "20 rows)")
+    assert S.verdict(0.016, 0.01, 0.018, better="b", worse="w", p_raw=0.0005, family=20) == "b"
+
+
+def test_clustered_mde_uses_the_larger_standard_error():
+    # Within each passage the differences cancel (+1, -1): the cluster-robust se is ~0, the per-item one is not.
+    # The MDE must not claim the precision of the clustered se.
+    n = 40
+    a = {str(i): 1.0 if i % 2 == 0 else 0.0 for i in range(n)}
+    b = {str(i): 0.0 if i % 2 == 0 else 1.0 for i in range(n)}
+    clusters = {str(i): str(i // 2) for i in range(n)}
+    r = S.paired_comparison(a, b, clusters=clusters)
+    assert r["mde"] == pytest.approx(S.Z_POWER * r["sd_diff"] / math.sqrt(n))
+    # Where passages move together the clustered se is the larger, and it sets the MDE.
+    rng = np.random.default_rng(5)
+    shift = {str(g): float(rng.normal()) for g in range(10)}
+    a = {str(i): shift[str(i // 4)] + 0.1 * float(rng.normal()) for i in range(n)}
+    b = {str(i): 0.0 for i in range(n)}
+    clusters = {str(i): str(i // 4) for i in range(n)}
+    r = S.paired_comparison(a, b, clusters=clusters)
+    d = np.array([a[k] for k in sorted(a)])
+    sums = np.array([sum(a[str(i)] for i in range(4 * g, 4 * g + 4)) for g in range(10)])
+    se_cluster = math.sqrt(10 / 9 * float(np.sum((sums - d.mean() * 4) ** 2))) / n
+    assert se_cluster > r["sd_diff"] / math.sqrt(n)
+    assert r["mde"] == pytest.approx(S.Z_POWER * se_cluster)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from evals.data import Field, LoadedRows, check_row, seeded_subset
+from evals.data import DataError, Field, LoadedRows, check_row, seeded_subset
 from evals.judges import Verdict
 
 Message = dict[str, str]
@@ -53,7 +53,8 @@ class Task(ABC):
 
     def __init__(self, **options: Any) -> None:
         if options:
-            raise TypeError(f"task {self.name} takes no options, got {sorted(options)}")
+            raise DataError(f"task {self.name} takes no options ({', '.join(sorted(options))}); --judge is for the "
+                            "reading tasks squad and nq_open")
 
     # --- data ------------------------------------------------------------------------------------------------
     @abstractmethod

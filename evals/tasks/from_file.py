@@ -1,5 +1,7 @@
 """A task declared in a YAML file: data, prompt, gold response and judge, with no Python to write.
 
+The reference of every key (type, default, example) is docs/task-spec.md; this docstring is a summary.
+
 A spec is usable wherever a task name is (``--task my_task.yaml``, a recipe's ``tasks:`` mapping, ``repro judge``).
 It is checked twice: its structure when it is read (unknown keys, wrong types, an unknown judge), and every row of
 its data when a split is loaded (each field the prompt, gold and judge use must resolve and have the right type).
@@ -18,7 +20,8 @@ Every error names the spec file, the key and - for data - the data file and row.
       template: "{{ question.stem }} ..."
       system: optional system message
       # ... or just field names:  question: question  [context: passage]
-    gold: {template: "The answer is {{ answerKey }}."}   # or {field: answer} (a list: its first item)
+    gold: {template: "The answer is {{ answerKey }}."}   # or {field: answer} (a list: its first item; a list of
+                                      # lists: the first annotation's spans joined); + map: {true: yes, false: no}
     judge: {kind: choice, answer: answerKey, choices: question.choices}
     paraphrase:                       # optional
       template: "..."                 # over the row's fields plus `prompt` and `gold`; default: SDFT's rewrite prompt
@@ -37,6 +40,9 @@ Judges (each reuses the suite's judge of that kind, evals/judges/):
                                                    a 0-based index; choices a list of texts or of {text, label}
     code     {tests: FIELD, setup: FIELD, timeout: 10}  asserts run on the response's code in the sandbox (MBPP's)
     llm      {answers: FIELD, question: FIELD, model: base}  the LLM judge (base = the base model, as the paper)
+Judges with answer/answers also take ``map`` (data values -> words, e.g. BoolQ's booleans); answers may be aliases (a
+list of strings), or annotations of several spans (a list of lists, DROP's), judged span by span, best annotation
+(``multi_span: true``: a flat list is one annotation's spans).
 A FIELD is a dotted path into the row (``answer.aliases``, ``question.stem``; list items by index). In CSV files a
 cell that holds a list is written as JSON (``["a", "b"]``).
 """
@@ -47,15 +53,24 @@ import gzip
 import hashlib
 import json
 import re
+import string
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from evals.data import DataError, LoadedRows, file_sha256, group_split, verify_file
+from evals.data import (
+    DataError,
+    LoadedRows,
+    file_sha256,
+    group_split,
+    load_yaml_text,
+    parse_json_line,
+    read_text_file,
+    verify_file,
+)
 from evals.judges import Verdict, code, llm, numeric, pattern, text
 from evals.judges.code import judge_code_many
 from evals.judges.llm import LLMJudge
@@ -72,18 +87,18 @@ _TOP_KEYS = {"name", "description", "version", "data", "prompt", "gold", "judge"
 _DATA_KEYS = {"train", "test", "file", "split", "id"}
 _SPLIT_KEYS = {"test_fraction", "seed", "group_by"}
 _PROMPT_KEYS = {"template", "format", "system", "question", "context"}
-_GOLD_KEYS = {"field", "template", "format"}
+_GOLD_KEYS = {"field", "template", "format", "map", "join"}
 _PARA_KEYS = {"template", "format", "validity"}
 _VALIDITY_KEYS = {"max_words", "max_chars", "must_match", "must_not_match", "banned_phrases"}
 JUDGE_KEYS: dict[str, tuple[set[str], set[str]]] = {      # kind -> (required keys, optional keys)
-    "numeric": ({"answer"}, set()),
-    "exact": ({"answers"}, set()),
-    "contains": ({"answers"}, set()),
-    "f1": ({"answers"}, {"threshold"}),
-    "regex": (set(), {"pattern", "answers", "pattern_field"}),
-    "choice": ({"answer", "choices"}, set()),
+    "numeric": ({"answer"}, {"map"}),
+    "exact": ({"answers"}, {"map", "multi_span"}),
+    "contains": ({"answers"}, {"map", "multi_span"}),
+    "f1": ({"answers"}, {"threshold", "map", "multi_span"}),
+    "regex": (set(), {"pattern", "answers", "pattern_field", "map", "multi_span"}),
+    "choice": ({"answer", "choices"}, {"map"}),
     "code": ({"tests"}, {"setup", "timeout"}),
-    "llm": ({"answers"}, {"question", "model"}),
+    "llm": ({"answers"}, {"question", "model", "map", "multi_span"}),
 }
 
 DEFAULT_PROMPT = "Answer the following question.\n\nQuestion: {question}"
@@ -116,6 +131,23 @@ def get_path(row: Any, path: str) -> Any:
     return cur
 
 
+def _no_null(value: Any) -> Any:
+    if value is None:
+        raise TaskSpecError("the template prints a null value (a JSON null, or a cell the CSV row lacks); fill it "
+                            "in the data or guard it in the template")
+    return value
+
+
+class _StrictFormatter(string.Formatter):
+    """str.format that refuses to print a null field as "None"."""
+
+    def get_field(self, field_name: str, args: Sequence, kwargs: dict) -> Any:
+        obj, used = super().get_field(field_name, args, kwargs)
+        if obj is None:
+            raise TaskSpecError(f"field {field_name!r} is null (a JSON null, or a cell the CSV row lacks)")
+        return obj, used
+
+
 class Template:
     """A prompt/gold template: Python str.format or Jinja (sandboxed, undefined fields are errors)."""
 
@@ -125,16 +157,24 @@ class Template:
         if self.format not in ("jinja", "python"):
             raise TaskSpecError(f"{where}.format: must be 'jinja' or 'python', not {self.format!r}")
         if self.format == "jinja":
-            env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False)
+            env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False,
+                                                finalize=_no_null)
             try:
                 self._jinja = env.from_string(text)
             except TemplateSyntaxError as e:
-                raise TaskSpecError(f"{where}: Jinja syntax error on line {e.lineno}: {e.message}") from None
+                raise TaskSpecError(f"{where}.template: Jinja syntax error on line {e.lineno}: {e.message}") \
+                    from None
+        else:
+            try:
+                list(string.Formatter().parse(text))
+            except ValueError as e:
+                raise TaskSpecError(f"{where}.template: not a valid Python format string ({e}); write a literal "
+                                    "brace as {{ or }}, or set format: jinja") from None
 
     def render(self, fields: dict) -> str:
         """Raises KeyError / ValueError style errors as TaskSpecError-free exceptions; the caller adds the row."""
         if self.format == "python":
-            return self.text.format(**fields)
+            return _StrictFormatter().vformat(self.text, (), fields)
         return self._jinja.render(**fields)
 
 
@@ -179,19 +219,20 @@ class FileTask(Task):
     """A `Task` built from a YAML spec (see the module docstring for the format)."""
 
     def __init__(self, path: str | Path, **options: Any) -> None:
-        if options:
-            raise TypeError(f"task file {path}: options {sorted(options)} are set in the spec file, not here")
         self.path = Path(path).expanduser().resolve()
-        if not self.path.is_file():
-            raise TaskSpecError(f"{self.path}: task spec file not found")
-        raw_text = self.path.read_text(encoding="utf-8")
+        if options:
+            raise TaskSpecError(f"{self.path}: {', '.join(sorted(options))}: a task file's judge and settings are "
+                                "set in the file itself (its judge: key), not on the command line; drop the option")
+        raw_text = read_text_file(self.path, "task spec file")
         self.spec_sha256 = hashlib.sha256(raw_text.encode("utf-8")).hexdigest()
         try:
-            spec = yaml.safe_load(raw_text)
-        except yaml.YAMLError as e:
+            spec = load_yaml_text(raw_text, self.path)
+        except DataError as e:
             hint = (" (quote values that start with '{', e.g. \"{data_dir}/...\")" if "{data_dir}" in raw_text
                     else "")
-            raise TaskSpecError(f"{self.path}: not valid YAML{hint}: {e}") from None
+            raise TaskSpecError(f"{e}{hint}") from None
+        if spec is None:
+            raise TaskSpecError(f"{self.path}: the task spec file is empty; see docs/task-spec.md for its keys")
         self._parse(_check_keys(spec, _TOP_KEYS, str(self.path), {"name", "version", "data", "prompt", "gold",
                                                                    "judge"}))
         self._rows: dict[tuple[str, Path | None], LoadedRows] = {}
@@ -208,7 +249,7 @@ class FileTask(Task):
 
         if self.name in TASKS:
             raise TaskSpecError(f"{f}: name: {self.name!r} is a built-in task; choose another name")
-        self.description = (spec.get("description") or f"task from {self.path.name}").strip()
+        self.description = (_str(spec, "description", f) or f"task from {self.path.name}").strip()
         version = spec.get("version")
         if not isinstance(version, (str, int, float)) or isinstance(version, bool) or not str(version).strip():
             raise TaskSpecError(f"{f}: version: must be a version string (bump it when a prompt changes)")
@@ -269,6 +310,14 @@ class FileTask(Task):
         self.gold_field = _str(g, "field", f"{f}: gold")
         self.gold_template = (Template(_str(g, "template", f"{f}: gold"), g.get("format"), f"{f}: gold")
                               if "template" in g else None)
+        if self.gold_template is not None and ("map" in g or "join" in g):
+            raise TaskSpecError(f"{f}: gold: map and join go with gold.field; in a template write the words there")
+        if self.gold_template is None and "format" in g:
+            raise TaskSpecError(f"{f}: gold.format: goes with gold.template, not gold.field")
+        self.gold_map = _value_map(g, f"{f}: gold")
+        self.gold_join = g.get("join")
+        if self.gold_join is not None and not isinstance(self.gold_join, str):
+            raise TaskSpecError(f"{f}: gold.join: must be a string such as \", \", got {self.gold_join!r}")
 
         self._parse_judge(spec["judge"], f)
         para = _check_keys(spec.get("paraphrase") or {}, _PARA_KEYS, f"{f}: paraphrase")
@@ -297,7 +346,7 @@ class FileTask(Task):
         if not isinstance(j, dict) or "kind" not in j:
             raise TaskSpecError(f"{where}: must be a mapping with a kind (one of {sorted(JUDGE_KEYS)})")
         kind = j["kind"]
-        if kind not in JUDGE_KEYS:
+        if not isinstance(kind, str) or kind not in JUDGE_KEYS:
             raise TaskSpecError(f"{where}.kind: {kind!r} is not one of {sorted(JUDGE_KEYS)}")
         required, optional = JUDGE_KEYS[kind]
         _check_keys(j, required | optional | {"kind"}, where, required)
@@ -306,6 +355,12 @@ class FileTask(Task):
         for key in ("answer", "answers", "choices", "tests", "setup", "question", "pattern_field"):
             if key in j:
                 _str(j, key, where)
+        self.judge_map = _value_map(j, where)
+        if self.judge_map is not None:
+            self.judge_cfg["map"] = self.judge_map       # string keys: hashable in the judge version below
+        if "multi_span" in j and not isinstance(j["multi_span"], bool):
+            raise TaskSpecError(f"{where}.multi_span: must be true or false, got {j['multi_span']!r}")
+        self.multi_span = bool(j.get("multi_span", False))
         if kind == "f1":
             t = j.get("threshold", 0.5)
             if not isinstance(t, (int, float)) or isinstance(t, bool) or not 0 < t <= 1:
@@ -315,6 +370,8 @@ class FileTask(Task):
             if ("pattern_field" in j) == ("pattern" in j) or ("pattern" in j) != ("answers" in j):
                 raise TaskSpecError(f"{where}: regex needs pattern + answers (extract and compare) or pattern_field "
                                     "(the item's own regex must match)")
+            if "pattern_field" in j and ("map" in j or "multi_span" in j):
+                raise TaskSpecError(f"{where}: map and multi_span go with answers, not with pattern_field")
             if "pattern" in j:
                 self._pattern = _regex(_str(j, "pattern", where), f"{where}.pattern")
         if kind == "code":
@@ -348,21 +405,24 @@ class FileTask(Task):
             return self._rows[(key, data_dir)]
         path, root = self._file(key, data_dir)
         where = f"{self.path}: data.{'file' if key == 'all' else key}"
+        if path.is_dir():
+            raise TaskSpecError(f"{where}: {path} is a folder; name a data file (.jsonl, .jsonl.gz, .csv or .tsv)")
+        name = path.name.lower()
+        if not name.endswith((".jsonl", ".jsonl.gz", ".json", ".csv", ".tsv")):
+            raise TaskSpecError(f"{where}: {path.name}: data files must be .jsonl, .jsonl.gz, .csv or .tsv")
         if not path.is_file():
             raise TaskSpecError(f"{where}: data file {path} not found")
         if root is not None:
             digest = verify_file(root, str(path.relative_to(root)))
         else:
             digest = file_sha256(path)
-        name = path.name.lower()
-        if name.endswith((".jsonl", ".jsonl.gz", ".json")):
-            rows = _jsonl_lines(path, where)
-        elif name.endswith((".csv", ".tsv")):
-            with open(path, encoding="utf-8", newline="") as fh:
-                reader = csv.DictReader(fh, delimiter="\t" if name.endswith(".tsv") else ",")
-                rows = [(reader.line_num, dict(r)) for r in reader]
-        else:
-            raise TaskSpecError(f"{where}: {path.name}: data files must be .jsonl, .jsonl.gz, .csv or .tsv")
+        try:
+            rows = _jsonl_lines(path, where) if name.endswith((".jsonl", ".jsonl.gz", ".json")) else \
+                _csv_rows(path, where, "\t" if name.endswith(".tsv") else ",")
+        except UnicodeDecodeError as e:
+            raise TaskSpecError(f"{where}: {path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+        except (OSError, EOFError) as e:           # e.g. a .gz file that is not gzip, or is cut short
+            raise TaskSpecError(f"{where}: {path}: cannot be read ({e})") from None
         loaded = LoadedRows([r for _, r in rows], f"local:{path}", digest)
         loaded.lines = [ln for ln, _ in rows]           # type: ignore[attr-defined]
         loaded.path = path                               # type: ignore[attr-defined]
@@ -394,17 +454,26 @@ class FileTask(Task):
             ex = {"id": ex_id, "fields": _decode_csv_lists(row) if loaded.path.suffix in (".csv", ".tsv") else row}
             self.check_example(ex, f"{loaded.path}:{line}")
             examples.append(ex)
+        data_key = "file" if self.split_rule else split
+        if not examples:
+            raise TaskSpecError(f"{self.path}: data.{data_key}: {loaded.path} has no rows (empty, blank lines only, or "
+                                "a CSV header without rows); a task needs training and test items")
         if self.split_rule:
             rule = self.split_rule
             group = rule["group_by"]
             if group:
-                for ex in examples:
+                for ex, line in zip(examples, loaded.lines):
                     if get_path(ex["fields"], group) is _MISSING:
-                        raise TaskSpecError(f"{self.path}: data.split.group_by: row {ex['id']}: field {group!r} "
-                                            "is missing")
+                        raise TaskSpecError(f"{self.path}: data.split.group_by: {loaded.path}:{line}: field "
+                                            f"{group!r} is missing")
             key_of = (lambda ex: str(get_path(ex["fields"], group))) if group else (lambda ex: ex["id"])
             train, test = group_split(examples, key_of, rule["test_fraction"], rule["seed"])
             examples = train if split == "train" else test
+            if not examples:
+                raise TaskSpecError(
+                    f"{self.path}: data.split: the {split} side of {loaded.path} is empty ({len(train) + len(test)} "
+                    f"row(s), {len(train)} train / {len(test)} test at test_fraction {rule['test_fraction']:g}, seed "
+                    f"{rule['seed']}); add rows, or change data.split.test_fraction or seed")
         return Split(examples, {split if not self.split_rule else "all": loaded})
 
     def check_example(self, ex: dict, row_where: str) -> None:
@@ -445,12 +514,24 @@ class FileTask(Task):
         if self.gold_template is not None:
             text = self._render(self.gold_template, ex)
         else:
-            v = _field(ex, self.gold_field, "gold.field")
+            v = _mapped(_field(ex, self.gold_field, "gold.field"), self.gold_map, self.gold_field, "gold")
+            if isinstance(v, list) and v and all(isinstance(x, list) for x in v):
+                v = v[0]                                   # several annotations: the first one
+                join = self.gold_join if self.gold_join is not None else ", "
+            else:
+                join = self.gold_join
             if isinstance(v, list):
-                v = v[0] if v else ""
-            if isinstance(v, bool) or not isinstance(v, (str, int, float)):
-                raise TaskSpecError(f"gold.field: {self.gold_field!r} must be a string or number, got "
-                                    f"{type(v).__name__}")
+                bad = [x for x in v if not _is_scalar(x)]
+                if bad:
+                    raise TaskSpecError(f"gold.field: {self.gold_field!r} must be a string, a number or a list of "
+                                        f"them, but holds {_kind(bad[0])}")
+                v = join.join(str(x).strip() for x in v if str(x).strip()) if join is not None else \
+                    (v[0] if v else "")
+            if isinstance(v, bool):
+                raise TaskSpecError(f"gold.field: {self.gold_field!r} is a boolean ({str(v).lower()}); map it to "
+                                    "words with gold.map, e.g. map: {true: 'yes', false: 'no'}")
+            if not _is_scalar(v):
+                raise TaskSpecError(f"gold.field: {self.gold_field!r} must be a string or number, got {_kind(v)}")
             text = str(v).strip()
             if not text:
                 raise TaskSpecError(f"gold.field: field {self.gold_field!r} is empty")
@@ -490,7 +571,7 @@ class FileTask(Task):
         """What the judge compares a response with, resolved and type-checked for one example."""
         j, kind = self.judge_cfg, self.judge_kind
         if kind == "numeric":
-            v = _field(ex, j["answer"], "judge.answer")
+            v = _mapped(_field(ex, j["answer"], "judge.answer"), self.judge_map, j["answer"], "judge")
             if isinstance(v, bool) or not isinstance(v, (str, int, float)):
                 raise TaskSpecError(f"judge.answer: {j['answer']!r} must be a number or a string, got "
                                     f"{type(v).__name__}")
@@ -501,7 +582,7 @@ class FileTask(Task):
                 raise TaskSpecError(f"judge.answer: {j['answer']!r} = {str(v)[:60]!r} is not a number")
             return (text,)
         if kind in ("exact", "contains", "f1", "llm") or (kind == "regex" and "answers" in j):
-            return (_aliases(ex, j["answers"]),)
+            return (_annotations(ex, j["answers"], self.judge_map, self.multi_span),)
         if kind == "regex":
             pat = _field(ex, j["pattern_field"], "judge.pattern_field")
             if not isinstance(pat, str):
@@ -509,7 +590,7 @@ class FileTask(Task):
             _regex(pat, "judge.pattern_field")
             return (pat,)
         if kind == "choice":
-            return _choices(ex, j["choices"], j["answer"])
+            return _choices(ex, j["choices"], j["answer"], self.judge_map)
         if kind == "code":
             tests = _field(ex, j["tests"], "judge.tests")
             if isinstance(tests, str):
@@ -538,20 +619,17 @@ class FileTask(Task):
                 raise RuntimeError(f"task {self.name} uses the LLM judge but no judge model is attached "
                                    "(the grid attaches the base model; `repro judge` takes --judge-model)")
             return self._llm.judge_many([self.question_text(ex) for ex in examples], list(responses),
-                                        [" / ".join(a[:5]) for (a,) in inputs], progress=progress)
+                                        [" / ".join(", ".join(spans) for spans in a[:5]) for (a,) in inputs],
+                                        progress=progress)
 
         out = []
         for r, args in zip(responses, inputs):
             if kind == "numeric":
                 out.append(numeric.judge_numeric(r, args[0]))
-            elif kind == "exact":
-                out.append(text.judge_exact(r, args[0]))
-            elif kind == "contains":
-                out.append(text.judge_match(r, args[0]))
-            elif kind == "f1":
-                out.append(text.judge_f1(r, args[0], j["threshold"]))
+            elif kind in ("exact", "contains", "f1"):
+                out.append(text.judge_spans(r, args[0], kind, j.get("threshold", 0.5)))
             elif kind == "regex" and "answers" in j:
-                out.append(pattern.judge_regex_extract(r, self._pattern, args[0]))
+                out.append(pattern.judge_regex_extract(r, self._pattern, [", ".join(a) for a in args[0]]))
             elif kind == "regex":
                 out.append(pattern.judge_regex_match(r, args[0]))
             else:   # choice
@@ -609,16 +687,88 @@ def _field(ex: dict, path: str, key: str) -> Any:
     return v
 
 
-def _aliases(ex: dict, path: str) -> list[str]:
-    v = _field(ex, path, "judge.answers")
-    if isinstance(v, (str, int, float)) and not isinstance(v, bool):
-        v = [str(v)]
-    if not isinstance(v, list) or not all(isinstance(a, str) for a in v) or not any(a.strip() for a in v):
-        raise TaskSpecError(f"judge.answers: field {path!r} must be a string or a non-empty list of strings")
-    return [a for a in v if a.strip()]
+def _is_scalar(v: Any) -> bool:
+    return isinstance(v, (str, int, float)) and not isinstance(v, bool)
 
 
-def _choices(ex: dict, choices_path: str, answer_path: str) -> tuple[list[str], list[str], str]:
+def _kind(v: Any) -> str:
+    return {bool: "a boolean", dict: "an object", list: "a list", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _map_key(v: Any) -> str:
+    """How a value is looked up in a `map:`: YAML's true, JSON's true and a CSV cell "True" are one key."""
+    if isinstance(v, bool) or v is None:
+        return json.dumps(v)
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    return str(v).strip().lower()
+
+
+def _value_map(d: dict, where: str) -> dict[str, str] | None:
+    """The `map:` of a gold or judge mapping (data values -> words), keyed by `_map_key`; None when absent."""
+    if "map" not in d:
+        return None
+    m = d["map"]
+    if not isinstance(m, dict) or not m:
+        raise TaskSpecError(f"{where}.map: must be a non-empty mapping of data values to words, e.g. "
+                            "{true: 'yes', false: 'no'}")
+    out: dict[str, str] = {}
+    for k, word in m.items():
+        if isinstance(k, (list, dict, tuple)):
+            raise TaskSpecError(f"{where}.map: key {k!r} must be a single value")
+        if not _is_scalar(word) or not str(word).strip():
+            raise TaskSpecError(f"{where}.map: {k!r} must map to a non-empty word or number, got {word!r}")
+        if _map_key(k) in out:
+            raise TaskSpecError(f"{where}.map: keys {k!r} and another one are the same value; keep one")
+        out[_map_key(k)] = str(word).strip()
+    return out
+
+
+def _mapped(v: Any, m: dict[str, str] | None, path: str, key: str) -> Any:
+    """A field's value with `key.map` applied (to each item of a list); a value the map lacks is an error."""
+    if m is None:
+        return v
+    if isinstance(v, list):
+        return [_mapped(x, m, path, key) for x in v]
+    if isinstance(v, dict) or _map_key(v) not in m:
+        raise TaskSpecError(f"{key}.map: field {path!r} holds {v!r}, which the map does not list (keys: "
+                            f"{', '.join(m)}); add it to {key}.map")
+    return m[_map_key(v)]
+
+
+def _annotations(ex: dict, path: str, value_map: dict[str, str] | None, multi_span: bool) -> list[list[str]]:
+    """The gold annotations of an `answers` field, each a list of spans: a string or number is one annotation of one
+    span; a list of them is several aliases (one span each) or, with multi_span, one annotation of several spans; a
+    list of lists is several annotations of their spans (DROP's answers)."""
+    v = _mapped(_field(ex, path, "judge.answers"), value_map, path, "judge")
+    need = ("must be a string, a list of strings (aliases) or a list of lists of strings (annotations of several "
+            "spans)")
+    if isinstance(v, bool):
+        raise TaskSpecError(f"judge.answers: field {path!r} is a boolean ({str(v).lower()}); map it to words with "
+                            "judge.map, e.g. map: {true: 'yes', false: 'no'}")
+    if _is_scalar(v):
+        v = [v]
+    if not isinstance(v, list):
+        raise TaskSpecError(f"judge.answers: field {path!r} {need}, got {_kind(v)}")
+    if multi_span and all(_is_scalar(x) for x in v):
+        v = [v]
+    out = []
+    for item in v:
+        spans = item if isinstance(item, list) else [item]
+        bad = [x for x in spans if not _is_scalar(x)]
+        if bad:
+            hint = "; map booleans with judge.map" if isinstance(bad[0], bool) else ""
+            raise TaskSpecError(f"judge.answers: field {path!r} {need}, but holds {_kind(bad[0])}{hint}")
+        spans = [str(x).strip() for x in spans if str(x).strip()]
+        if spans:
+            out.append(spans)
+    if not out:
+        raise TaskSpecError(f"judge.answers: field {path!r} holds no non-empty answer")
+    return out
+
+
+def _choices(ex: dict, choices_path: str, answer_path: str,
+             value_map: dict[str, str] | None = None) -> tuple[list[str], list[str], str]:
     choices = _field(ex, choices_path, "judge.choices")
     if not isinstance(choices, list) or len(choices) < 2:
         raise TaskSpecError(f"judge.choices: field {choices_path!r} must be a list of at least 2 choices")
@@ -631,7 +781,7 @@ def _choices(ex: dict, choices_path: str, answer_path: str) -> tuple[list[str], 
         raise TaskSpecError(f"judge.choices: field {choices_path!r} must hold strings or {{text, label}} objects")
     if len(set(labels)) != len(labels):
         raise TaskSpecError(f"judge.choices: field {choices_path!r} has repeated labels {labels}")
-    ans = _field(ex, answer_path, "judge.answer")
+    ans = _mapped(_field(ex, answer_path, "judge.answer"), value_map, answer_path, "judge")
     if isinstance(ans, int) and not isinstance(ans, bool):
         if not 0 <= ans < len(labels):
             raise TaskSpecError(f"judge.answer: index {ans} is out of range for {len(labels)} choices")
@@ -650,15 +800,48 @@ def _jsonl_lines(path: Path, where: str) -> list[tuple[int, Any]]:
 
     opener = gzip.open if path.suffix == ".gz" else open
     out = []
-    with opener(path, "rt", encoding="utf-8") as fh:
+    with opener(path, "rt", encoding="utf-8-sig") as fh:
         for lineno, line in enumerate(fh, 1):
             if line.strip():
                 try:
-                    out.append((lineno, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise TaskSpecError(f"{where}: {path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") \
-                        from None
+                    out.append((lineno, parse_json_line(line, f"{path}:{lineno}")))
+                except DataError as e:
+                    hint = ("; a .json data file is read as JSON Lines (one object per line)"
+                            if path.suffix == ".json" else "")
+                    raise TaskSpecError(f"{where}: {e}{hint}") from None
     return out
+
+
+def _csv_rows(path: Path, where: str, delimiter: str) -> list[tuple[int, dict]]:
+    """(line number, row) of every data row of a CSV/TSV with a header; a row with more or fewer cells than the
+    header is an error (csv would fill the missing cells with None, which templates print as "None")."""
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:      # -sig: a spreadsheet's byte-order mark
+        reader = csv.reader(fh, delimiter=delimiter)
+        header: list[str] | None = None
+        try:
+            for cells in reader:
+                line = reader.line_num
+                if not any(c.strip() for c in cells):
+                    continue
+                if header is None:
+                    header = [c.strip() for c in cells]
+                    dup = sorted({c for c in header if header.count(c) > 1})
+                    if dup:
+                        raise TaskSpecError(f"{where}: {path}:{line}: header names column(s) {dup} twice")
+                    if any(not c for c in header):
+                        raise TaskSpecError(f"{where}: {path}:{line}: header has an empty column name (column "
+                                            f"{header.index('') + 1})")
+                    continue
+                if len(cells) != len(header):
+                    fix = (f"missing {header[len(cells):]}" if len(cells) < len(header)
+                           else f"{len(cells) - len(header)} extra; quote cells that hold '{delimiter}'")
+                    raise TaskSpecError(f"{where}: {path}:{line}: row has {len(cells)} cells, the header "
+                                        f"{len(header)} ({fix})")
+                rows.append((line, dict(zip(header, cells))))
+        except csv.Error as e:
+            raise TaskSpecError(f"{where}: {path}:{reader.line_num}: not valid CSV ({e})") from None
+    return rows
 
 
 def _decode_csv_lists(row: dict) -> dict:

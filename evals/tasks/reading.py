@@ -32,7 +32,7 @@ class ReadingTask(Task):
     def __init__(self, judge: str = "match", **options: Any) -> None:
         super().__init__(**options)
         if judge not in JUDGES:
-            raise ValueError(f"task {self.name}: judge must be one of {JUDGES}, not {judge!r}")
+            raise DataError(f"task {self.name}: judge must be one of {JUDGES}, not {judge!r}")
         self.judge_kind = judge
         self.judge_version = match_judge.JUDGE_VERSION if judge == "match" else llm_judge.JUDGE_VERSION
         self._llm: LLMJudge | None = None

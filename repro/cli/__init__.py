@@ -22,18 +22,25 @@ import argparse
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from evals.data import DataError
 from evals.judges.sandbox import SandboxUnavailable, allow_unsandboxed
-from repro.cli import build, compare, doctor, judge, ls, models, power, rescore, run, train, validate
+from repro.cli import build, compare, doctor, judge, ls, models, options, power, rescore, run, train, validate
 from repro.cli import eval as eval_
 
 VERBS = (run, build, compare, train, eval_, judge, models, doctor, ls, validate, rescore, power)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (which verb, what is wrong, where the help is), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m repro", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _Parser(prog="python -m repro", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:
@@ -50,6 +57,6 @@ def main(argv: list[str] | None = None) -> int:
         allow_unsandboxed()
     try:
         return args.func(args)
-    except (DataError, SandboxUnavailable) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (DataError, SandboxUnavailable) as e:     # an input mistake: one line, no traceback (a bug keeps its own)
+        print(f"error: {options.one_line(e)}", file=sys.stderr)
         return 2

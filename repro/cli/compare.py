@@ -8,6 +8,7 @@ from pathlib import Path
 from repro.cli import options
 from repro.cli import run as run_verb
 from repro.driver.compare import compare_recipe, write_recipe
+from repro.driver.recipes import check_file_tasks
 
 
 def add_parser(sub) -> None:
@@ -18,11 +19,14 @@ def add_parser(sub) -> None:
         "permutation p values). The preset's tasks are replaced by yours and its model by --model. It runs through "
         "the grid driver (progress line, ETA), so rerunning the same command resumes it. Results: "
         "<results-dir>/compare-<task>/ (or --name)."))
-    sp.add_argument("--task", required=True, help="a YAML task file (see README, Your own task) or a task name")
+    sp.add_argument("--task", required=True,
+                    help="a YAML task file (see docs/tasks-and-judges.md, Your own task) or a task name")
     sp.add_argument("--model", help="model to compare on (default: the preset's)")
     sp.add_argument("--preset", default="quick", help="preset whose settings the comparison takes (default: quick)")
-    sp.add_argument("--train", type=int, help="training examples (seeded subset; default: the preset's first task's)")
-    sp.add_argument("--test", type=int, help="test examples (seeded subset; default: the preset's first task's)")
+    sp.add_argument("--train", type=options.positive_int,
+                    help="training examples (seeded subset; default: the preset's first task's)")
+    sp.add_argument("--test", type=options.positive_int,
+                    help="test examples (seeded subset; default: the preset's first task's)")
     sp.add_argument("--methods", nargs="+", help="methods (default: base sft s3ft)")
     sp.add_argument("--seeds", nargs="+", type=int, help="training seeds (default: the preset's)")
     sp.add_argument("--name", help="name of the comparison's results folder (default: compare-<task>)")
@@ -35,6 +39,8 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     raw = compare_recipe(args.preset, args.task, model=args.model, train=args.train, test=args.test,
                          methods=args.methods, seeds=args.seeds, name=args.name, overrides=args.overrides)
+    options.check_model(raw["model"])
+    check_file_tasks(raw["tasks"], options.data_dir(args))     # every row, before a recipe is written or a model loads
     path = write_recipe(raw, Path(args.work_dir))
     print(f"compare: {raw['name']} = preset {args.preset} with task {list(raw['tasks'])[0]} and model {raw['model']} "
           f"({', '.join(raw['methods'])}; recipe {path})", file=sys.stderr)

@@ -5,6 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
+from evals.data import DataError
 from repro.cli import options
 from repro.driver import judging
 from repro.runtime.store import atomic_write_jsonl
@@ -25,11 +26,12 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    options.check_out_file(args.out)
     task = judging.judge_task(args.task, args.judge)
     if getattr(task, "judge_kind", None) == "llm":
         judge_model = judging.llm_judge_model(task, args.judge_model)
         if not judge_model:
-            raise SystemExit("--judge llm needs --judge-model")
+            raise DataError(f"task {task.name}: the LLM judge needs a model; pass --judge-model NAME")
         judging.use_llm_judge(task, judge_model, Path(args.work_dir) / "cache" / "generations")
     path = Path(args.predictions)
     judged = judging.judge_predictions(task, judging.read_predictions(path), path, data_dir=args.data_dir,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from evals.data import DataError
+from repro.cli import options
 from repro.runtime import models
 
 
@@ -18,10 +20,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    options.check_model(args.name)
+    if args.action == "fetch" and args.name not in models.OFFLINE:
+        raise DataError(f"models fetch {args.name}: only registered offline models are fetched "
+                        f"({', '.join(models.OFFLINE)}); a hub id or folder is used where it is named")
     if args.action == "fetch":
         print(models.fetch(args.name, quiet=not args.verbose))
     elif args.action == "path":
-        print(models.local_path(args.name))
+        try:
+            print(models.local_path(args.name))
+        except FileNotFoundError as e:        # a hub id not in the local cache while offline: say how to get it
+            raise DataError(f"models path {args.name}: {e}") from None
     elif args.action == "describe":
         print(json.dumps(models.describe(args.name), indent=2))
     return 0

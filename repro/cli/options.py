@@ -4,10 +4,43 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from evals.data import resolve_data_dir
+from evals.data import DataError, resolve_data_dir
+from repro.runtime.models import resolve as resolve_model
 
 DEFAULT_WORK = "runs"      # ignored by git: a user's runs never mix with the committed results/
 COMMITTED_RESULTS = "results"
+
+
+def one_line(message: object) -> str:
+    """A user-error message as the one line the command line prints."""
+    return "; ".join(part.strip() for part in str(message).splitlines() if part.strip())
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts and sizes: an integer >= 1 (0 would select nothing and write empty results)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n} (leave the option out for all items)")
+    return n
+
+
+def check_model(name: str | None) -> None:
+    """A model name that names no model is an input mistake: one line, before any folder is made or model loads."""
+    if name is None:
+        return
+    try:
+        resolve_model(name)
+    except (ValueError, FileNotFoundError) as e:
+        raise DataError(f"--model {name}: {e} (python -m repro ls models)") from None
+
+
+def check_out_file(path: str | None, flag: str = "--out") -> None:
+    """An output path that is a folder is an input mistake, found before the work rather than at the final write."""
+    if path is not None and Path(path).is_dir():
+        raise DataError(f"{flag} {path}: is a folder; name a file to write (e.g. {Path(path) / 'out.jsonl'})")
 
 
 def add_data_dir(p: argparse.ArgumentParser) -> None:

@@ -6,12 +6,13 @@ import sys
 import time
 from pathlib import Path
 
+from evals.data import DataError
 from repro.cli import options
 from repro.cli.doctor import lines
 from repro.driver.cell import CellRunner
 from repro.driver.grid import DriverBusy, GitCommitter, dry_run, plan, run_grid
 from repro.driver.judging import require_sandbox
-from repro.driver.recipes import load_recipe
+from repro.driver.recipes import check_file_tasks, load_recipe
 from repro.report import run_summary
 from repro.runtime.runlog import tail
 from repro.runtime.threads import pin_threads
@@ -34,9 +35,9 @@ def add_parser(sub) -> None:
                          "when the cluster has GPUs; a dead worker is retried twice, a failed cell does not stop "
                          "the others)")
     sp.add_argument("--ray-address", help="Ray cluster address (default: $RAY_ADDRESS or a local instance)")
-    sp.add_argument("--ray-num-cpus", type=int, help="CPUs of a local Ray instance")
+    sp.add_argument("--ray-num-cpus", type=options.positive_int, help="CPUs of a local Ray instance")
     sp.add_argument("--dry-run", action="store_true", help="print the plan and each cell's state, run nothing")
-    sp.add_argument("--threads", type=int, help="torch threads, pinned for the run and every worker it starts "
+    sp.add_argument("--threads", type=options.positive_int, help="torch threads, pinned for the run and every worker it starts "
                                                  "(default: $S3FT_THREADS, else torch's default here)")
     sp.add_argument("--no-table", action="store_true", help="do not print the comparison tables at the end")
     sp.add_argument("--commit", action="store_true",
@@ -50,12 +51,21 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.preset, args.overrides)
+    options.check_model(recipe.model)
     data_dir = options.data_dir(args)
     runner = CellRunner(recipe, data_dir=data_dir, work_root=Path(args.work_dir),
                         results_root=options.results_root(args), progress=False)
     cells = plan(recipe, args.tasks, args.methods, args.seeds)
+    if not cells:
+        raise DataError(f"preset {recipe.name}: the chosen --tasks/--methods/--seeds leave no cell to run")
+    # every row of each task file is read and checked now: a broken task fails here, before any model loads
+    counts = check_file_tasks({t: recipe.tasks[t] for t in dict.fromkeys(c.task for c in cells)}, data_dir)
     if args.dry_run:
         print(f"preset {recipe.name} ({recipe.source}): model {recipe.model}")
+        for task, (n_train, n_test) in counts.items():
+            s = recipe.tasks[task]
+            print(f"task {task} ({s['file']}): data checked, {n_train} training / {n_test} test items"
+                  f" (this preset uses {min(s.get('train') or n_train, n_train)} / {min(s.get('test') or n_test, n_test)})")
         dry_run(runner, cells)
         return 0
     threads = pin_threads(args.threads)

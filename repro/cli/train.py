@@ -6,8 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from methods.train_config import TrainConfig, load_records
-from repro.driver.recipes import train_options
+from evals.data import DataError
+from methods.train_config import TrainConfig
+from repro.cli import options
+from repro.driver.recipes import read_targets, train_options
 
 
 def add_parser(sub) -> None:
@@ -25,10 +27,15 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = TrainConfig.from_dict(train_options(args.config, args.overrides))
+    try:
+        cfg = TrainConfig.from_dict(train_options(args.config, args.overrides))
+    except (ValueError, TypeError) as e:
+        raise DataError(f"training options{f' ({args.config})' if args.config else ''}: {e}") from None
+    options.check_model(args.model)
+    records = read_targets(Path(args.targets))
     from methods.train import end_process_group, train  # noqa: PLC0415  (torch, accelerate, peft: only when training)
 
-    log_ = train(args.model, load_records(args.targets), cfg, Path(args.out), progress=not args.quiet)
+    log_ = train(args.model, records, cfg, Path(args.out), progress=not args.quiet)
     end_process_group()
     if int(os.environ.get("RANK", "0")) == 0:          # under accelerate launch, one process reports
         print(json.dumps({k: log_[k] for k in ("final_loss", "total_steps", "wall_time_s", "trained_tokens_per_s",

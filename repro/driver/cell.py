@@ -369,7 +369,8 @@ class CellRunner:
         return result
 
     def _write_audit(self, cell: Cell, out: Path) -> dict:
-        """The cell's targets and every candidate, compressed beside its result (README: Outputs, size budget)."""
+        """The cell's targets and every candidate, compressed beside its result (docs/presets-and-scaling.md:
+        Outputs, size budget)."""
 
         records = audit_records(self.paths(cell)["targets"])
         data = jsonl_bytes(records, compress=True)

@@ -8,11 +8,21 @@ and its model for ``--model``, writes that recipe to ``<work-dir>/<name>/recipe.
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
 
-from repro.driver.recipes import _set_dotted, available_presets, load_recipe, parse_overrides, task_entry
+from evals.data import DataError
+from repro.driver.recipes import (
+    Recipe,
+    _set_dotted,
+    available_presets,
+    load_recipe,
+    parse_overrides,
+    task_entry,
+    validate_recipe,
+)
 from repro.runtime.store import atomic_write_bytes
 
 DEFAULT_PRESET = "quick"
@@ -25,7 +35,7 @@ def compare_recipe(preset: str, task: str, *, model: str | None = None, train: i
     """The recipe (as a YAML-ready dict) of a comparison: `preset` with its tasks replaced by `task`."""
 
     if not Path(preset).is_file() and preset not in available_presets():
-        raise ValueError(f"no preset {preset!r} (available: {', '.join(available_presets())}); pass --preset")
+        raise DataError(f"no preset {preset!r} (available: {', '.join(available_presets())}); pass --preset")
     base = load_recipe(preset)
     task_name, settings = task_entry(task, {})
     # Subset sizes follow the preset's first task unless given: the preset sized its grid for its hardware.
@@ -44,6 +54,12 @@ def compare_recipe(preset: str, task: str, *, model: str | None = None, train: i
     raw["evaluation"] = {**raw.get("evaluation", {}), "cross_task": False}
     for key, value in parse_overrides(overrides):      # into the written recipe, so it alone reproduces the run
         _set_dotted(raw, key, value)
+    if not isinstance(raw["name"], str) or not raw["name"] or "/" in raw["name"] or raw["name"].startswith("."):
+        raise DataError(f"--name {raw['name']!r}: must be a folder name (no '/', not starting with '.')")
+    unknown = set(raw) - {f.name for f in fields(Recipe)}
+    if unknown:
+        raise DataError(f"overrides: unknown recipe keys {sorted(unknown)}")
+    validate_recipe(Recipe(source="repro compare", **raw))      # before the recipe file is written
     return raw
 
 

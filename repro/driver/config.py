@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evals.benchmarks import BENCHMARKS, BenchmarkSpec
+from evals.data import DataError
 from evals.judges import llm as llm_judge
 from evals.tasks import get_task
 from evals.tasks.base import Task
@@ -256,7 +257,7 @@ def resolve_evaluation(evaluation: dict | None) -> EvaluationConfig:
         opts = opts or {}
         entry = BENCHMARKS.get(name)
         if entry is None:
-            raise ValueError(f"evaluation.benchmarks: unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
+            raise DataError(f"evaluation.benchmarks: unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
         benches.append(BenchmarkConfig(name=name, limit=opts.get("limit"),
                                        num_fewshot=int(_or_default(opts, "num_fewshot", entry.default_num_fewshot)),
                                        registry=dataclasses.asdict(entry)))
@@ -279,7 +280,7 @@ def resolve(recipe: Recipe, *, tasks: dict[str, Task] | None = None) -> Resolved
     gen = recipe.generation or {}
     unknown = set(gen) - {f.name for f in dataclasses.fields(GenerationConfig)}
     if unknown:
-        raise ValueError(f"recipe {recipe.name}: generation has unknown keys {sorted(unknown)}; known: "
+        raise DataError(f"recipe {recipe.name}: generation has unknown keys {sorted(unknown)}; known: "
                          f"{sorted(f.name for f in dataclasses.fields(GenerationConfig))}")
     generation = GenerationConfig(backend=str(_or_default(gen, "backend", g.backend)),
                                   batch_size=int(_or_default(gen, "batch_size", g.batch_size)),

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from methods.registry import get_method
+from evals.data import DataError
+from methods.registry import get_method, method_ids
 from repro.driver.cell import Cell, CellRunner
 from repro.driver.recipes import Recipe
 from repro.runtime.models import CACHE_ENV, cache_root
@@ -42,7 +43,11 @@ def plan(recipe: Recipe, tasks: Sequence[str] | None = None, methods: Sequence[s
     methods = list(methods or recipe.methods)
     for t in tasks:
         if t not in recipe.tasks:
-            raise ValueError(f"task {t!r} is not in preset {recipe.name} (it has {list(recipe.tasks)})")
+            raise DataError(f"--tasks: {t!r} is not a task of preset {recipe.name} (it has "
+                            f"{', '.join(recipe.tasks)})")
+    for m in methods:
+        if m not in method_ids():
+            raise DataError(f"--methods: unknown method {m!r}; known: {', '.join(method_ids())}")
     cells = [Cell(recipe.name, t, "base", BASE_SEED) for t in tasks if "base" in methods]
     cells += [Cell(recipe.name, t, m, s) for t in tasks for m in methods if m != "base"
               for s in recipe.seeds_of(m, None if seeds is None else list(seeds))]

@@ -7,12 +7,11 @@ the line and the field.
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from evals.data import DataError, resolve_data_dir
+from evals.data import DataError, parse_json_line, read_text_file, resolve_data_dir
 from evals.judges import sandbox
 from evals.judges.llm import LLMJudge
 from evals.tasks import get_task
@@ -54,17 +53,12 @@ def use_llm_judge(task: Task, judge_model: str, cache_dir: Path) -> None:
 
 def read_predictions(path: Path) -> list[tuple[int, object]]:
     """(line number, parsed JSON) of each non-blank line of `path`."""
-    if not path.is_file():
-        raise DataError(f"{path}: predictions file not found")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+    text = read_text_file(path, "predictions file")
+    rows = [(lineno, parse_json_line(line, f"{path}:{lineno}"))
+            for lineno, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if not rows:
+        raise DataError(f"{path}: no predictions (the file is empty); write one JSON object per line with "
+                        "'response' and 'id' or the gold fields")
     return rows
 
 

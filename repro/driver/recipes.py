@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from evals.benchmarks import BENCHMARKS
-from evals.tasks import TASKS
+from evals.data import DataError, load_yaml_text, parse_json_line, read_text_file
+from evals.tasks import TASKS, check_task_name
 from evals.tasks.from_file import FileTask, is_task_file
 from methods.registry import method_ids
 from methods.train_config import TrainConfig
@@ -70,17 +69,17 @@ def _set_dotted(d: dict, dotted: str, value: Any) -> None:
     for k in keys[:-1]:
         d = d.setdefault(k, {})
         if not isinstance(d, dict):
-            raise ValueError(f"override {dotted}: {k} is not a mapping")
+            raise DataError(f"override {dotted}: {k} is not a mapping")
     d[keys[-1]] = value
 
 
 def parse_overrides(items: list[str] | None) -> list[tuple[str, Any]]:
     out = []
     for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value")
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise DataError(f"override {item!r} is not key=value (e.g. train.epochs=1)")
         key, raw = item.split("=", 1)
-        out.append((key.strip(), yaml.safe_load(raw)))
+        out.append((key.strip(), load_yaml_text(raw, f"override {item!r}") if raw.strip() else None))
     return out
 
 
@@ -89,8 +88,12 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
     if not path.is_file():
         path = RECIPE_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise FileNotFoundError(f"no preset {name_or_path!r}: not a file, and not one of {available_presets()}")
-    raw = yaml.safe_load(path.read_text())
+        raise DataError(f"no preset {name_or_path!r}: not a recipe file, and not one of {', '.join(available_presets())}"
+                        " (python -m repro ls presets)")
+    raw = load_yaml_text(read_text_file(path, "recipe"), path)
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: a recipe must be a mapping of keys (name, model, tasks, methods, seeds, train), "
+                        f"got {'an empty file' if raw is None else type(raw).__name__}")
     if isinstance(raw, dict) and isinstance(raw.get("tasks"), dict):
         raw["tasks"] = resolve_task_files(raw["tasks"], path.parent)
     for key, value in parse_overrides(overrides):
@@ -101,14 +104,22 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
         raw["model"] = pinned_model_name(raw["model"], path)
     missing = {"name", "model", "tasks", "methods", "seeds", "train"} - set(raw)
     if missing:
-        raise ValueError(f"{path}: missing keys {sorted(missing)}")
+        raise DataError(f"{path}: missing keys {sorted(missing)}")
     unknown = set(raw) - {"name", "model", "tasks", "methods", "seeds", "train", "data_seed", "generation",
                           "evaluation", "description", "method_seeds"}
     if unknown:
-        raise ValueError(f"{path}: unknown keys {sorted(unknown)}")
+        raise DataError(f"{path}: unknown keys {sorted(unknown)}")
+    for key, kind in (("name", str), ("model", str), ("tasks", dict), ("methods", list), ("seeds", list),
+                      ("train", dict), ("generation", dict), ("evaluation", dict), ("method_seeds", dict),
+                      ("data_seed", int)):
+        if key in raw and (not isinstance(raw[key], kind) or isinstance(raw[key], bool)):
+            raise DataError(f"{path}: {key}: must be {_KIND_NAMES[kind]}, got {raw[key]!r}")
     recipe = Recipe(source=str(path), **{k: raw[k] for k in raw})
     validate_recipe(recipe)
     return recipe
+
+
+_KIND_NAMES = {str: "a string", dict: "a mapping", list: "a list", int: "an integer"}
 
 
 def pinned_model_name(model: dict, where: Path | str) -> str:
@@ -117,13 +128,13 @@ def pinned_model_name(model: dict, where: Path | str) -> str:
     the commit its local snapshot holds (or the hub's main branch), recorded in each result's provenance."""
     bad = set(model) - {"name", "revision"}
     if bad or not isinstance(model.get("name"), str):
-        raise ValueError(f"{where}: model must be a name or {{name: ..., revision: ...}}; got {model}")
+        raise DataError(f"{where}: model must be a name or {{name: ..., revision: ...}}; got {model}")
     name, revision = model["name"], model.get("revision")
     if revision is None:
         return name
     revision = str(revision)                          # YAML reads an all-digit sha as a number
     if "@" in name:
-        raise ValueError(f"{where}: model {name!r} already names a revision; model.revision={revision!r} too")
+        raise DataError(f"{where}: model {name!r} already names a revision; model.revision={revision!r} too")
     return f"{name}@{revision}"
 
 
@@ -132,16 +143,23 @@ def task_entry(key: str, settings: dict | None, base_dir: Path | None = None) ->
     or as ``file:`` - is keyed by the name inside it, with ``file`` its absolute path; a built-in task is unchanged.
     Relative spec paths resolve against the working directory, else against `base_dir` (the recipe's folder)."""
 
+    if settings is not None and not isinstance(settings, dict):
+        raise DataError(f"tasks.{key}: must be a mapping of settings (train, test, ...), got {settings!r}")
     settings = dict(settings or {})
     file = settings.get("file") or (key if is_task_file(key) else None)
+    if file is not None and not isinstance(file, str):
+        raise DataError(f"tasks.{key}.file: must be a path to a task file, got {file!r}")
     if file is None:
+        check_task_name(key)
         return key, settings
+    if not is_task_file(file):
+        check_task_name(file)
     p = Path(file).expanduser()
     if not p.is_absolute() and not p.is_file() and base_dir is not None and (base_dir / p).is_file():
         p = base_dir / p
     task = FileTask(p)
     if not is_task_file(key) and key != task.name:
-        raise ValueError(f"tasks.{key}: the spec {p} declares name {task.name!r}; use that name as the key")
+        raise DataError(f"tasks.{key}: the spec {p} declares name {task.name!r}; use that name as the key")
     return task.name, {**settings, "file": str(task.path)}
 
 
@@ -150,7 +168,7 @@ def resolve_task_files(tasks: dict, base_dir: Path | None = None) -> dict:
     for key, settings in tasks.items():
         name, resolved = task_entry(key, settings, base_dir)
         if name in out:
-            raise ValueError(f"tasks: {name!r} appears twice (once as {key!r})")
+            raise DataError(f"tasks: {name!r} appears twice (once as {key!r})")
         out[name] = resolved
     return out
 
@@ -159,41 +177,67 @@ def validate_recipe(r: Recipe) -> None:
     where = f"recipe {r.name} ({r.source})"
     for task, settings in r.tasks.items():
         if task not in TASKS and not (settings or {}).get("file"):
-            raise ValueError(f"{where}: unknown task {task!r}; known: {sorted(TASKS)}")
+            raise DataError(f"{where}: unknown task {task!r}; known: {sorted(TASKS)}")
         bad = set(settings or {}) - TASK_KEYS
         if bad:
-            raise ValueError(f"{where}: tasks.{task} has unknown keys {sorted(bad)}; known: {sorted(TASK_KEYS)}")
+            raise DataError(f"{where}: tasks.{task} has unknown keys {sorted(bad)}; known: {sorted(TASK_KEYS)}")
+        for key in ("train", "test", "max_new_tokens", "paraphrase_max_new_tokens", "eval_batch_size"):
+            v = (settings or {}).get(key)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                what = "a number of items" if key in ("train", "test") else "a positive integer"
+                raise DataError(f"{where}: tasks.{task}.{key}: must be {what} >= 1 (leave it out for "
+                                f"{'all items' if key in ('train', 'test') else 'the default'}), got {v!r}")
+        judge = (settings or {}).get("judge")
+        if judge is not None and (task not in READING_TASKS or judge not in ("match", "llm")):
+            raise DataError(f"{where}: tasks.{task}.judge: {judge!r}: only the reading tasks "
+                            f"{sorted(READING_TASKS)} take a judge (match or llm); a file task's judge is its spec's "
+                            "judge: key")
         metric = (settings or {}).get("headline_metric", "acc")
         if metric not in HEADLINE_METRICS or (metric != "acc" and task not in READING_TASKS):
-            raise ValueError(f"{where}: tasks.{task}.headline_metric {metric!r}: 'acc' for any task, or one of "
+            raise DataError(f"{where}: tasks.{task}.headline_metric {metric!r}: 'acc' for any task, or one of "
                              f"{sorted(HEADLINE_METRICS - {'acc'})} for the reading tasks {sorted(READING_TASKS)}")
         if (settings or {}).get("judge_model") and (settings or {}).get("judge") != "llm":
-            raise ValueError(f"{where}: tasks.{task}.judge_model needs judge: llm")
+            raise DataError(f"{where}: tasks.{task}.judge_model needs judge: llm")
+    if not r.methods or not all(isinstance(m, str) for m in r.methods):
+        raise DataError(f"{where}: methods must be a non-empty list of method names; known: {method_ids()}")
     for m in r.methods:
         if m not in method_ids():
-            raise ValueError(f"{where}: unknown method {m!r}; known: {method_ids()}")
+            raise DataError(f"{where}: unknown method {m!r}; known: {method_ids()}")
+    benchmarks = r.evaluation.get("benchmarks") or {}
+    if not isinstance(benchmarks, dict):
+        raise DataError(f"{where}: evaluation.benchmarks must map benchmark names to options, got {benchmarks!r}")
+    for name, opts in benchmarks.items():
+        if name not in BENCHMARKS:
+            raise DataError(f"{where}: unknown benchmark {name!r}; known: {', '.join(sorted(BENCHMARKS))}")
+        limit = (opts or {}).get("limit") if isinstance(opts, dict) or opts is None else "?"
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise DataError(f"{where}: evaluation.benchmarks.{name}: limit must be an integer >= 1 (leave it out "
+                            f"for all items), got {opts!r}")
     bad = set(r.evaluation) - EVAL_KEYS
     if bad:
-        raise ValueError(f"{where}: evaluation has unknown keys {sorted(bad)}; known: {sorted(EVAL_KEYS)}")
+        raise DataError(f"{where}: evaluation has unknown keys {sorted(bad)}; known: {sorted(EVAL_KEYS)}")
     if r.evaluation.get("benchmark_backend", "packed") not in ("packed", "hf"):
-        raise ValueError(f"{where}: evaluation.benchmark_backend must be 'packed' (shared-prefix scoring, the "
+        raise DataError(f"{where}: evaluation.benchmark_backend must be 'packed' (shared-prefix scoring, the "
                          f"default) or 'hf' (lm-eval's HF backend)")
     cross = r.evaluation.get("cross_task", True)
     if not isinstance(cross, bool) and not (isinstance(cross, list) and set(cross) <= set(r.tasks)):
-        raise ValueError(f"{where}: evaluation.cross_task must be true, false or a list of the recipe's tasks")
+        raise DataError(f"{where}: evaluation.cross_task must be true, false or a list of the recipe's tasks")
     headline = r.evaluation.get("headline_benchmarks")
     if headline is not None and not set(headline) <= set(r.evaluation.get("benchmarks") or {}):
-        raise ValueError(f"{where}: evaluation.headline_benchmarks {headline} must be among evaluation.benchmarks")
-    TrainConfig.from_dict({k: v for k, v in r.train.items() if k != "seed"})
+        raise DataError(f"{where}: evaluation.headline_benchmarks {headline} must be among evaluation.benchmarks")
+    try:
+        TrainConfig.from_dict({k: v for k, v in r.train.items() if k != "seed"})
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{where}: train: {e}") from None
     if not r.seeds or not all(isinstance(s, int) for s in r.seeds):
-        raise ValueError(f"{where}: seeds must be a non-empty list of integers")
+        raise DataError(f"{where}: seeds must be a non-empty list of integers")
     if not isinstance(r.method_seeds, dict):
-        raise ValueError(f"{where}: method_seeds must map methods to lists of seeds")
+        raise DataError(f"{where}: method_seeds must map methods to lists of seeds")
     for m, seeds in r.method_seeds.items():
         if m not in r.methods or m == "base":
-            raise ValueError(f"{where}: method_seeds.{m}: not a trained method of this recipe ({r.methods})")
+            raise DataError(f"{where}: method_seeds.{m}: not a trained method of this recipe ({r.methods})")
         if not seeds or not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-            raise ValueError(f"{where}: method_seeds.{m} must be a non-empty list of integers")
+            raise DataError(f"{where}: method_seeds.{m} must be a non-empty list of integers")
 
 
 def headline_benchmarks(evaluation: dict) -> list[str]:
@@ -223,12 +267,19 @@ def adhoc_recipe(model: str | None, *, tasks: dict, benchmarks: dict | None = No
         base = load_recipe(preset, overrides)
         if model:
             base.model = model
+        unknown = [m for m in methods if m not in method_ids()]
+        if unknown:
+            raise DataError(f"unknown method {unknown[0]!r}; known: {', '.join(method_ids())}")
         return base
-    return Recipe(name="adhoc", model=model, tasks=tasks, methods=list(methods), seeds=[0], train={},
-                  generation={"backend": backend, "batch_size": batch_size},
-                  evaluation={"benchmarks": benchmarks or {}, "cross_task": True,
-                              "forgetting_prompts": forgetting_prompts},
-                  source="command line")
+    if overrides:
+        raise DataError(f"overrides {' '.join(overrides)}: key=value overrides apply to a preset; pass --preset")
+    recipe = Recipe(name="adhoc", model=model, tasks=tasks, methods=list(methods), seeds=[0], train={},
+                    generation={"backend": backend, "batch_size": batch_size},
+                    evaluation={"benchmarks": benchmarks or {}, "cross_task": True,
+                                "forgetting_prompts": forgetting_prompts},
+                    source="command line")
+    validate_recipe(recipe)
+    return recipe
 
 
 def train_options(config: str | Path | None, overrides: list[str] | None = None) -> dict[str, Any]:
@@ -236,8 +287,42 @@ def train_options(config: str | Path | None, overrides: list[str] | None = None)
     has none), then ``key=value`` overrides (a ``train.`` prefix allowed, as in a recipe override)."""
     options: dict[str, Any] = {}
     if config:
-        doc = yaml.safe_load(Path(config).read_text())
+        doc = load_yaml_text(read_text_file(Path(config), "training config"), config)
+        if not isinstance(doc, dict) or not isinstance(doc.get("train", doc), dict):
+            raise DataError(f"{config}: a training config is a mapping of options (or a recipe with a train: "
+                            "mapping)")
         options.update(doc.get("train", doc))
     for key, value in parse_overrides(overrides):
         options[key.removeprefix("train.")] = value
     return options
+
+
+def read_targets(path: Path) -> list[dict]:
+    """The records of a targets.jsonl for the `train` verb; a missing, malformed or empty file is a DataError naming
+    the line and field."""
+    text = read_text_file(path, "targets file")
+    records = []
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            r = parse_json_line(line, f"{path}:{lineno}")
+            missing = [k for k in ("prompt", "target") if not isinstance(r, dict) or k not in r]
+            if missing:
+                raise DataError(f"{path}:{lineno}: field '{missing[0]}' is missing (a targets.jsonl line has prompt "
+                                "and target, as `repro build` writes them)")
+            records.append(r)
+    if not records:
+        raise DataError(f"{path}: no targets (the file is empty); nothing to train on")
+    return records
+
+
+def check_file_tasks(tasks: dict[str, dict], data_dir: Path | None) -> dict[str, tuple[int, int]]:
+    """Read and check every row of each YAML task's train and test data (what a run would read first), so a broken
+    file task fails in a dry run or before any model loads: name -> (training items, test items). Built-in tasks
+    read their own checked datasets and are not re-read here."""
+    counts = {}
+    for name, settings in tasks.items():
+        file = (settings or {}).get("file")
+        if file:
+            task = FileTask(file)
+            counts[name] = tuple(len(task.load_split(split, data_dir).examples) for split in ("train", "test"))
+    return counts

@@ -1,8 +1,13 @@
 """Paired comparisons between methods (S3FT vs SFT, ...): in-domain and forgetting, each with n, effect [95% CI],
-p and the minimum detectable effect, from per-item scores (seeds averaged per item, methods paired on items)."""
+p, Holm-adjusted p and the minimum detectable effect, from per-item scores (seeds averaged per item, methods paired
+on items).
+
+Multiplicity: the family is every tested row of one preset's comparisons table (every task, pair and measure). A
+row's reading states a direction only when its Holm-adjusted p is below 0.05, so the table as a whole keeps the
+family-wise error rate at 0.05; the raw p stays beside it."""
 from __future__ import annotations
 
-from evals.stats import K_MIN, Z_POWER, paired_average_comparison, paired_comparison, seed_means, verdict
+from evals.stats import K_MIN, Z_POWER, holm, paired_average_comparison, paired_comparison, seed_means, verdict
 from repro.report.formatting import Table, effect_ci_txt, effect_txt, mde_txt, mean, p_txt, pts
 from repro.report.load import Grid
 from repro.report.measures import (
@@ -43,8 +48,7 @@ def comparison_rows(g: Grid) -> list[dict]:
                 label = f"in-domain {METRIC_LABEL[metric]}" + (" (headline)" if metric == hm else "")
                 out.append({**common, "measure": label, "kind": "in_domain", "metric": metric, **r,
                             "value_a": r["mean_a"], "value_b": r["mean_b"], "unit": "points", "scale": 100.0,
-                            "verdict": verdict(r["diff"], r["p_value"], r["mde"], better=f"{a} is better",
-                                               worse=f"{b} is better")})
+                            "better": f"{a} is better", "worse": f"{b} is better"})
             base = g.base(t)
             da, db = [c for c in ca if c.doc.get("drops")], [c for c in cb if c.doc.get("drops")]
             if base is None or not base.doc["generalization"] or not da or not db:
@@ -68,8 +72,7 @@ def comparison_rows(g: Grid) -> list[dict]:
                 r = paired_average_comparison(per, seed=BOOT_SEED)
                 out.append({**common, "measure": label, "kind": "drop", **r, "value_a": mean(va),
                             "value_b": mean(vb), "unit": "points", "scale": 100.0, "cost": cost,
-                            "verdict": verdict(r["diff"], r["p_value"], r["mde"], better=f"{a} forgets more",
-                                               worse=f"{a} forgets less")})
+                            "better": f"{a} forgets more", "worse": f"{a} forgets less"})
             if head and all(c.has_bench_field(bn, "logp_correct") for c in da + db + [base] for bn in head):
                 per = {bn: (bench_seed_means(da, bn, "logp_correct")[0], bench_seed_means(db, bn, "logp_correct")[0],
                             None) for bn in head}
@@ -81,21 +84,34 @@ def comparison_rows(g: Grid) -> list[dict]:
                             "value_b": shift({bn: per[bn][1] for bn in head}), "unit": "nats", "scale": 1.0,
                             "cost": cost,
                             # A - B > 0: A's tuned model gives the correct choices more log p than B's does
-                            "verdict": verdict(r["diff"], r["p_value"], r["mde"],
-                                               better=f"{a} leaves log p(correct) higher",
-                                               worse=f"{a} leaves log p(correct) lower", unit="nats", scale=1.0)})
-    return out
+                            "better": f"{a} leaves log p(correct) higher",
+                            "worse": f"{a} leaves log p(correct) lower"})
+    return with_holm(out)
 
 
-def table_comparisons(g: Grid) -> Table:
-    headers = ["task", "A vs B", "measure", "seeds A/B", "n", "A", "B", "A − B [95% CI]", "p", "MDE (80% power)",
-               "test", "reading", "trained tokens / steps (A; B)"]
+def with_holm(rows: list[dict]) -> list[dict]:
+    """Add each tested row's Holm-adjusted p (the family: every tested row of `rows`, i.e. of one preset) and its
+    reading, which states a direction only when the adjusted p < 0.05."""
+    tested = [r for r in rows if r["kind"] != "none"]
+    for r, p_adj in zip(tested, holm([r["p_value"] for r in tested])):
+        r["p_holm"], r["family"] = p_adj, len(tested)
+        r["verdict"] = verdict(r["diff"], p_adj, r["mde"], better=r["better"], worse=r["worse"], unit=r["unit"],
+                               scale=r["scale"], p_raw=r["p_value"], family=len(tested))
+    return rows
+
+
+def table_comparisons(g: Grid, crows: list[dict] | None = None) -> Table:
+    """The comparisons table (``crows``: comparison_rows(g), when the caller has them already)."""
+    headers = ["task", "A vs B", "measure", "seeds A/B", "n", "A", "B", "A − B [95% CI]", "p", "p (Holm)",
+               "MDE (80% power)", "test", "reading", "trained tokens / steps (A; B)"]
     rows, used = [], []
-    for r in comparison_rows(g):
+    crows = comparison_rows(g) if crows is None else crows
+    n_tested = sum(r["kind"] != "none" for r in crows)
+    for r in crows:
         used += r["cells"]
         if r["kind"] == "none":
             rows.append([r["task"], f"{r['a']} vs {r['b']}", r["measure"], f"{r['seeds_a']}/{r['seeds_b']}"]
-                        + ["—"] * 7 + [r["verdict"], "—"])
+                        + ["—"] * 8 + [r["verdict"], "—"])
             continue
         sc = r["scale"]
         val = (lambda x: f"{x:+.4f}") if r["unit"] == "nats" else (
@@ -105,7 +121,7 @@ def table_comparisons(g: Grid) -> Table:
         rows.append([r["task"], f"{r['a']} vs {r['b']}", r["measure"], f"{r['seeds_a']}/{r['seeds_b']}", n,
                      val(r["value_a"]), val(r["value_b"]),
                      (f"{r['diff']:+.4f} [{r['ci95'][0]:+.4f}, {r['ci95'][1]:+.4f}]" if r["unit"] == "nats"
-                      else effect_ci_txt(r["diff"], r["ci95"], sc)), p_txt(r["p_value"]), mde,
+                      else effect_ci_txt(r["diff"], r["ci95"], sc)), p_txt(r["p_value"]), p_txt(r["p_holm"]), mde,
                      r["test"], r["verdict"], r.get("cost", "—")])
     notes = ["Design: seeds are replicates of training and items the sampling unit. Per item, each method's score "
              "is the mean over the seeds it has; methods are then compared paired on the same items (never items "
@@ -116,11 +132,16 @@ def table_comparisons(g: Grid) -> Table:
              "where items share a passage. CI: percentile bootstrap over items (clusters; within each benchmark "
              f"for averages), seed {BOOT_SEED}. A system against an exact copy of itself gives 0, [0, 0], p = 1.",
              f"MDE: the smallest true A − B this n detects with 80% power at two-sided α = 0.05: "
-             f"(z_.975 + z_.80) · se = {Z_POWER:.2f} · sd(differences)/√n (averages: the stratified se), with se "
+             f"(z_.975 + z_.80) · se = {Z_POWER:.2f} · sd(differences)/√n (clustered items: the larger of that and "
+             f"the cluster-robust se; averages: the stratified se), with se "
              f"floored at √{K_MIN}·u/n (u: one seed's unit change of a 0/1 score, else the sd of the scores), the "
              f"exact test's own limit ({K_MIN} same-direction changes); 'none detectable' = fewer than {K_MIN} items.",
-             "Reading: a direction ('is better', 'forgets less') is stated only when p < 0.05; otherwise 'cannot "
-             "tell at this n' with the effect size that could hide (the MDE). Drops are in the paper's sign "
+             f"Multiplicity: the family is the {n_tested} tested rows of this table (every task, pair and measure "
+             "of the preset); p (Holm) is Holm's step-down adjusted p over them (evals.stats.holm), which keeps the "
+             "chance of any false direction in the table at 0.05. p is the unadjusted p of the row alone.",
+             "Reading: a direction ('is better', 'forgets less') is stated only when the Holm-adjusted p < 0.05; "
+             "otherwise 'cannot tell at this n' with the effect size that could hide (the MDE), and a note where the "
+             "raw p alone was below 0.05. Drops are in the paper's sign "
              "(base − tuned, positive = forgetting), so A − B < 0 means A forgets less.",
              "Trained tokens / steps are shown beside every forgetting comparison: a method trained on fewer tokens "
              "moves the model less, whatever its targets."]

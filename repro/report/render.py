@@ -7,8 +7,9 @@ from pathlib import Path
 
 import tabulate
 
-from repro.report.comparisons import table_comparisons
-from repro.report.figures import fig_cross_task, fig_gain_vs_drop, fig_logp
+from repro.report.claims import CLAIM_NOTES, claim_rows, claims_json, claims_markdown, claims_table, load_claims
+from repro.report.comparisons import comparison_rows, table_comparisons
+from repro.report.figures import fig_claims, fig_cross_task, fig_gain_vs_drop, fig_logp
 from repro.report.formatting import mark_missing
 from repro.report.generalization import table4
 from repro.report.load import CellResult, Grid, find_presets, load_cells, load_reference
@@ -33,7 +34,10 @@ def render_preset(preset: str, cells: list[CellResult], ref: dict, out: Path,
     tdir, fdir = out / "tables" / preset, out / "figures" / preset
     tdir.mkdir(parents=True, exist_ok=True)
     cross, labels, accs, deltas = table_cross_task(g)
-    tables = mark_missing(g.missing, [table1(g), table2(g), table3(g), table4(g), table_comparisons(g), cross,
+    crows = comparison_rows(g)
+    claims = claim_rows(g, crows)
+    tables = mark_missing(g.missing, [claims_table(g, claims, [c for r in crows for c in r["cells"]]), table1(g),
+                                      table2(g), table3(g), table4(g), table_comparisons(g, crows), cross,
                                       table_forgetting(g), table_cost(g), table_measured_time(g)])
     written = []
     for tb in tables:
@@ -43,7 +47,12 @@ def render_preset(preset: str, cells: list[CellResult], ref: dict, out: Path,
             p = tdir / f"{tb.name}.{ext}"
             p.write_text(text, encoding="utf-8")
             written.append(p)
-    for name, draw in (("fig2_logp_hist", lambda p: fig_logp(g, p)),
+    cj = tdir / "claims.json"       # the claim rows as data: the across-presets outputs and README block use it
+    cj.write_text(claims_json(claims), encoding="utf-8")
+    written.append(cj)
+    for name, draw in (("claims", lambda p: fig_claims(claims, f"The paper's claims vs this suite: S3FT − SFT "
+                                                                f"({preset})", p)),
+                       ("fig2_logp_hist", lambda p: fig_logp(g, p)),
                        ("gain_vs_drop", lambda p: fig_gain_vs_drop(g, p)),
                        ("cross_task_heatmap", lambda p: fig_cross_task(g, labels, accs, deltas, p))):
         draw(fdir / f"{name}.png")
@@ -73,4 +82,19 @@ def render_results(results: Path, out: Path, presets: list[str] | None = None,
         files = render_preset(preset, cells, ref, out, echo)
         echo(f"wrote {len(files)} files under {out / 'tables' / preset} and {out / 'figures' / preset}")
         written += files
+    written += render_across_presets(out, echo)
     return written
+
+
+def render_across_presets(out: Path, echo: Callable[[str], None] = print) -> list[Path]:
+    """The claims table and figure across every preset whose claims.json is under <out>/tables (rebuilt from those
+    files alone: no statistic is recomputed)."""
+    rows = load_claims(out / "tables")
+    if not rows:
+        return []
+    md, png = out / "tables" / "claims_all_presets.md", out / "figures" / "claims_all_presets.png"
+    md.write_text("### The paper's claims across presets: S3FT − SFT, paper vs this suite\n\n" + claims_markdown(rows)
+                  + "".join(f"\n- {n}" for n in CLAIM_NOTES) + "\n", encoding="utf-8")
+    fig_claims(rows, "The paper's claims vs this suite, every preset: S3FT − SFT", png)
+    echo(f"wrote {md} and {png} ({len({r['preset'] for r in rows})} presets)")
+    return [md, png]

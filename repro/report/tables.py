@@ -157,14 +157,27 @@ def table3(g: Grid) -> Table:
     return Table("table3_targets", "Table 3: sources of the training targets", headers, rows, used, notes)
 
 
+def cross_task_value(cell_doc: dict, task: str, metric: str) -> float | None:
+    """A cell's score on an evaluated task on that task's headline metric (None where not recorded)."""
+    entry = cell_doc["cross_task"].get(task)
+    if entry is None:
+        return None
+    if metric == "acc":
+        return float(entry["acc,none"])
+    v = (entry.get("reading") or {}).get(metric)
+    return None if v is None else float(v)
+
+
 def table_cross_task(g: Grid) -> tuple[Table, list[str], list[list[float | None]], list[list[float | None]]]:
-    """The cross-task matrix; also returns the row labels, accuracies and deltas for the heatmap."""
+    """The cross-task matrix on each evaluated task's headline metric; also returns the row labels, scores and
+    deltas for the heatmap."""
+    metrics = {e: task_headline_metric(g, e) for e in g.eval_tasks}
     base_acc: dict[str, float | None] = {}
     used = []
     for e in g.eval_tasks:
         b = g.base(e) if g.group(e, "base") else next((c for c in g.cells if c.method == "base"
                                                         and e in c.doc["cross_task"]), None)
-        base_acc[e] = None if b is None else float(b.doc["cross_task"][e]["acc,none"])
+        base_acc[e] = None if b is None else cross_task_value(b.doc, e, metrics[e])
         used += [b] if b is not None else []
     labels, accs, deltas = ["base"], [[base_acc[e] for e in g.eval_tasks]], [[0.0 if base_acc[e] is not None else None
                                                                              for e in g.eval_tasks]]
@@ -173,7 +186,7 @@ def table_cross_task(g: Grid) -> tuple[Table, list[str], list[list[float | None]
         used += cs
         row, ra, rd = [t, m], [], []
         for e in g.eval_tasks:
-            vals = [float(c.doc["cross_task"][e]["acc,none"]) for c in cs if e in c.doc["cross_task"]]
+            vals = [v for c in cs if (v := cross_task_value(c.doc, e, metrics[e])) is not None]
             a = mean(vals)
             d = None if a is None or base_acc[e] is None else a - base_acc[e]
             ra.append(a)
@@ -184,10 +197,12 @@ def table_cross_task(g: Grid) -> tuple[Table, list[str], list[list[float | None]
         labels.append(f"{t} / {m}" + ("†" if any(c.skipped for c in cs) else ""))
         accs.append(ra)
         deltas.append(rd)
-    notes = ["Accuracy (%) of each model on every task's test subset, mean over seeds, with (Δ vs base) in points. "
-             "* = in-domain (the task the model was fine-tuned on). † = training skipped (no targets): base model."]
-    table = Table("cross_task", "Cross-task matrix: fine-tuned on (rows) x evaluated on (columns)",
-                  ["fine-tuned on", "method"] + g.eval_tasks, rows, used, notes)
+    notes = ["Score (%) of each model on every task's test subset on that task's headline metric (in the column "
+             "header), mean over seeds, with (Δ vs base) in points. * = in-domain (the task the model was "
+             "fine-tuned on). † = training skipped (no targets): base model."]
+    table = Table("cross_task", "Cross-task matrix: fine-tuned on (rows) x evaluated on (columns), headline metric",
+                  ["fine-tuned on", "method"] + [f"{e}: {METRIC_LABEL[metrics[e]]}" for e in g.eval_tasks], rows,
+                  used, notes)
     return table, labels, accs, deltas
 
 

@@ -1,6 +1,6 @@
 """Thread counts, pinned: float results are bit-exact only at the same thread count (a reduction split over more
 threads adds in another order), so the driver fixes one count and hands the same to every worker it starts
-(Ray workers included; Ray would otherwise give a 1-CPU task one thread). See README "Reproducibility"."""
+(Ray workers included; Ray would otherwise give a 1-CPU task one thread). See docs/methods-and-decisions.md, "Reproducibility"."""
 from __future__ import annotations
 
 import os
