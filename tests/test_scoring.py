@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tolerance import approx
 
 from repro.runtime import models
 from repro.runtime.chat import encode_pair
@@ -31,7 +32,7 @@ def test_packed_scores_equal_one_by_one_scores(model_and_tok):
         scores = score_encoded(model, pairs, max_batch_tokens=budget)
         for pair, s in zip(pairs, scores):
             assert s.n_tokens == pair.n_response
-            assert s.sum == pytest.approx(naive_logp(model, pair), abs=2e-4)
+            assert s.sum == approx(naive_logp(model, pair), floor=2e-4)
 
 
 def test_scores_are_cached(model_and_tok, tmp_path):
@@ -81,7 +82,7 @@ def test_shared_prefixes_are_scored_once_and_equal_one_by_one(model_and_tok):
     for budget in (16, 64, 100_000):   # preamble cached (16, 64) or everything in one row
         got = score_sequences(model, seqs, ns, max_batch_tokens=budget)
         for (want, want_greedy), s in zip(expected, got):
-            assert s.logps == pytest.approx(want, abs=1e-4)
+            assert s.logps == approx(want)
             assert s.greedy == want_greedy
 
 
@@ -93,4 +94,4 @@ def test_candidates_of_one_prompt_share_it(model_and_tok):
     together = score_responses(model, tok, items)
     alone = [score_responses(model, tok, [it])[0] for it in items]
     for a, b in zip(together, alone):
-        assert a.n_tokens == b.n_tokens and a.sum == pytest.approx(b.sum, abs=1e-4)
+        assert a.n_tokens == b.n_tokens and a.sum == approx(b.sum)

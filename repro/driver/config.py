@@ -52,7 +52,7 @@ BENCHMARK_ITEMS_VERSION = "logp_correct-v1"
 class GenerationConfig:
     """How every generation of the grid runs (recipe ``generation:``)."""
 
-    backend: str = "auto"           # hf | vllm | auto (vLLM when installed and a GPU is present)
+    backend: str = "auto"           # hf | vllm | auto (vLLM where installed and it serves the model: GPU or CPU build)
     batch_size: int = 16
     # vLLM engine sizing (e.g. gpu_memory_utilization): decides where memory goes, not what is generated, so it is
     # kept out of every hash (to_dict)

