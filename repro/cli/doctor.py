@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from importlib.metadata import version
 from pathlib import Path
 
 from evals.data import CHECKSUM_FILE, _expected_checksums, file_sha256
@@ -70,7 +71,6 @@ def device_line() -> str:
 
 def generation_line() -> str:
     """The engine `generation.backend: auto` resolves to here, its version, and the dtype it computes in."""
-    from importlib.metadata import version  # noqa: PLC0415
 
     hf = f"transformers {version('transformers')}"
     dtype = f"{generate.default_dtype()} (as the HF backend here)"

