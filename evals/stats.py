@@ -577,11 +577,15 @@ def _sign_flip_null(units: np.ndarray, n_resamples: int, rng: np.random.Generato
     n = units.size
     out = np.empty(int(n_resamples), dtype=np.float64)
     chunk = max(1, _MAX_CHUNK_ELEMS // max(n, 1))
-    column = units[:, None]
+    # Items with a zero unit add +-0.0, which leaves every partial sum as it is: their draws are consumed (the
+    # stream stays scipy's) but they are left out of the sums. Paired 0/1 scores agree on most items, so this
+    # drops most of the work (paper_tables.py --preset smollm2-reading: 214 s -> 97 s, loaded cores, same bytes).
+    nonzero = np.flatnonzero(units)
+    column = units[nonzero][:, None]
     for start in range(0, out.size, chunk):
         stop = min(start + chunk, out.size)
         words = rng.integers(0, 2**32, size=(stop - start, n), dtype=np.uint32)
-        signs = (np.ascontiguousarray(words.T) & 1).astype(np.float64)      # (items, resamples)
+        signs = (words.T[nonzero] & 1).astype(np.float64)      # (nonzero items, resamples)
         signs *= 2.0
         signs -= 1.0
         signs *= column                     # +-1 times a unit is exactly +-unit
