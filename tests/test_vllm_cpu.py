@@ -37,9 +37,11 @@ def real_vllm():
 
 @pytest.fixture(scope="module")
 def prompts(data_dir):
+    # GSM8K questions: 90-174 tokens through the chat template, where SQuAD's passages run to 553, and HF pads a
+    # batch to its longest prompt, so the HF reference costs a third of SQuAD's (this module was 9 of CI's minutes)
     from evals.tasks import get_task  # noqa: PLC0415
 
-    task = get_task("squad")
+    task = get_task("gsm8k")
     return [task.predict_messages(ex) for ex in task.load("test", data_dir)[:N_PROMPTS]]
 
 
@@ -60,26 +62,35 @@ def _hf(smollm2_dir, adapter, prompts) -> list[tuple]:
     return _tokens(hf.generate(prompts, PARAMS, tag="t", progress=False))
 
 
+@pytest.fixture(scope="module")
+def hf_reference(smollm2_dir, adapters, prompts) -> dict[str, list[tuple]]:
+    """The suite's HF backend in fp32, once per module: the base model and adapter "a" on every prompt, adapter
+    "b" (the retrained one) on the first four."""
+    return {"base": _hf(smollm2_dir, None, prompts), "a": _hf(smollm2_dir, adapters[0], prompts),
+            "b": _hf(smollm2_dir, adapters[1], prompts[:4])}
+
+
 def test_auto_picks_vllm_on_cpu_for_a_model_it_serves(real_vllm, smollm2_dir, tiny_dir):
     assert generate.auto_backend(str(smollm2_dir)) == "vllm"          # head size 64: a CPU attention kernel
     assert generate.auto_backend(str(tiny_dir)) == "hf"               # head size 16: none, so HF
 
 
-def test_greedy_base_and_adapter_outputs_equal_hf_fp32(real_vllm, smollm2_dir, adapters, prompts):
+def test_greedy_base_and_adapter_outputs_equal_hf_fp32(real_vllm, smollm2_dir, adapters, prompts, hf_reference):
     base = make_generator(str(smollm2_dir), backend="vllm", engine=ENGINE)
     tuned = make_generator(str(smollm2_dir), adapters[0], backend="vllm")
     assert tuned.engine is base.engine and base.engine.dtype == "float32" and not base.engine.sleep_mode
     assert base.describe()["engine"] == f"vllm {generate.vllm_version()}" and base.identity["dtype"] == "float32"
     got = {"base": _tokens(base.generate(prompts, PARAMS, tag="t", progress=False)),
            "a": _tokens(tuned.generate(prompts, PARAMS, tag="t", progress=False))}
-    want = {"base": _hf(smollm2_dir, None, prompts), "a": _hf(smollm2_dir, adapters[0], prompts)}
+    want = hf_reference
     assert got["a"] != got["base"], "the adapter changes the outputs"
     for name in got:
         same = sum(g == w for g, w in zip(got[name], want[name]))
         assert same == N_PROMPTS, f"{name}: {same}/{N_PROMPTS} identical to HF fp32"
 
 
-def test_a_changed_adapter_at_the_same_path_is_served_fresh(real_vllm, smollm2_dir, adapters, prompts, tmp_path):
+def test_a_changed_adapter_at_the_same_path_is_served_fresh(real_vllm, smollm2_dir, adapters, prompts, hf_reference,
+                                                            tmp_path):
     """vLLM keeps loaded adapters in an LRU of ``max_cpu_loras`` (= ``max_loras`` = 1 here) keyed by id: the suite's
     id follows the adapter's content, so a retrained adapter in the same folder is a new id, loaded from disk."""
     folder = tmp_path / "seed0" / "adapter"
@@ -94,7 +105,7 @@ def test_a_changed_adapter_at_the_same_path_is_served_fresh(real_vllm, smollm2_d
     assert second.lora.lora_int_id != first.lora.lora_int_id and second.lora.lora_path == first.lora.lora_path
     second_out = _tokens(second.generate(few, PARAMS, tag="t", progress=False))
     assert second_out != first_out
-    assert second_out == _hf(smollm2_dir, adapters[1], few)
+    assert second_out == hf_reference["b"]
 
 
 def test_a_quick_sized_cell_on_the_vllm_backend(real_vllm, smollm2_dir, data_dir, tmp_path):
