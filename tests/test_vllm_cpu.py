@@ -19,7 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 N_PROMPTS = 16
 PARAMS = DecodingParams(max_new_tokens=32)
-ENGINE = {"max_lora_rank": 8}       # the adapters' rank: vLLM's CPU LoRA ops cost grows with max_lora_rank
+ENGINE = {"max_lora_rank": 8,       # the adapters' rank: vLLM's CPU LoRA ops cost grows with max_lora_rank
+          "serve_adapters": "lora"}   # a LoRA request on the base engine
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def test_auto_picks_vllm_on_cpu_for_a_model_it_serves(real_vllm, smollm2_dir, ti
 
 def test_greedy_base_and_adapter_outputs_equal_hf_fp32(real_vllm, smollm2_dir, adapters, prompts):
     base = make_generator(str(smollm2_dir), backend="vllm", engine=ENGINE)
-    tuned = make_generator(str(smollm2_dir), adapters[0], backend="vllm")
+    tuned = make_generator(str(smollm2_dir), adapters[0], backend="vllm", engine=ENGINE)
     assert tuned.engine is base.engine and base.engine.dtype == "float32" and not base.engine.sleep_mode
     assert base.describe()["engine"] == f"vllm {generate.vllm_version()}" and base.identity["dtype"] == "float32"
     got = {"base": _tokens(base.generate(prompts, PARAMS, tag="t", progress=False)),
@@ -90,7 +91,7 @@ def test_a_changed_adapter_at_the_same_path_is_served_fresh(real_vllm, smollm2_d
     first_out = _tokens(first.generate(few, PARAMS, tag="t", progress=False))
     for f in adapters[1].iterdir():                 # retrained in place
         shutil.copy(f, folder / f.name)
-    second = make_generator(str(smollm2_dir), folder, backend="vllm")
+    second = make_generator(str(smollm2_dir), folder, backend="vllm", engine=ENGINE)
     assert second.lora.lora_int_id != first.lora.lora_int_id and second.lora.lora_path == first.lora.lora_path
     second_out = _tokens(second.generate(few, PARAMS, tag="t", progress=False))
     assert second_out != first_out
@@ -113,6 +114,7 @@ def test_a_quick_sized_cell_on_the_vllm_backend(real_vllm, smollm2_dir, data_dir
     result = runner.run(cell)
     prov = result["provenance"]
     assert prov["generation_backend"] == "vllm"
-    assert prov["generation_engine"] == {"engine": f"vllm {generate.vllm_version()}", "dtype": "float32"}
+    assert prov["generation_engine"] == {"engine": f"vllm {generate.vllm_version()}", "dtype": "float32",
+                                         "serve_adapters": "merged"}          # CPU's default
     assert result["in_domain"]["n"] == 32
     assert result["training"] is not None and result["generalization"] is not None
