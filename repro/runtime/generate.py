@@ -249,7 +249,7 @@ ENGINE_OPTIONS = {"dtype": "auto", "gpu_memory_utilization": 0.85, "kv_cache_mem
                   "max_loras": 1, "max_model_len": None, "enforce_eager": False, "serve_adapters": "auto"}
 #: "lora": a ``LoRARequest`` on the base model's engine. "merged": the adapter merged into an fp32 checkpoint
 #: (:func:`repro.runtime.models.merged_checkpoint`) served by an engine of its own, beside the base one; CPU only
-#: (no sleep mode there, and on CPU it generated 4.8x faster than a LoRA request: docs/performance.md).
+#: (no sleep mode there, and on CPU it generated 10.0 tokens/s to a LoRA request's 2.0: docs/performance.md).
 #: "auto": merged on CPU, lora on a GPU (one engine per process, sleeping through HF work).
 SERVE_ADAPTERS = ("auto", "lora", "merged")
 #: The KV cache of a CPU engine: 2 GiB holds ~45k tokens of SmolLM2-135M in fp32 (~75k of Qwen2.5-1.5B in bf16),
