@@ -310,7 +310,8 @@ def engines_main(args) -> int:
             engine = G.VLLMEngine(args.model, **opts)
         startup[f"vllm-{short}-base"] = t.seconds
         arms[f"vllm-{short}-base"] = G.VLLMGenerator(args.model, cache=None, engine_obj=engine)
-        arms[f"vllm-{short}-lora"] = G.VLLMGenerator(args.model, adapter, cache=None, engine_obj=engine)
+        arms[f"vllm-{short}-lora"] = G.VLLMGenerator(args.model, adapter, cache=None, engine_obj=engine,
+                                                     engine={"serve_adapters": "lora"})   # merged: built here
         with C.Timer() as t:
             merged_engine = G.VLLMEngine(str(merged), **opts)
         startup[f"vllm-{short}-merged"] = t.seconds

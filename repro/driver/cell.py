@@ -133,8 +133,9 @@ class CellRunner:
         return auto_backend(self.config.model) if b == "auto" else b
 
     def make_generator(self, model: str, adapter: Path | None, *, backend: str | None = None) -> Generator:
-        """A generator for `model` (+ `adapter`) under the recipe's generation settings. With vLLM every adapter
-        of the run is a LoRA request on the process's one engine (repro.runtime.generate.VLLMEngine)."""
+        """A generator for `model` (+ `adapter`) under the recipe's generation settings. With vLLM an adapter is
+        a LoRA request on the process's one engine, or on CPU (``generation.vllm.serve_adapters``) merged into a
+        checkpoint served by a second engine (repro.runtime.generate.VLLMEngine, merged_engine)."""
         g = self.config.generation
         # vLLM: the engine's LoRA slots sized to the recipe's adapters (lora_rank_bucket), unless the recipe says
         engine = {"max_lora_rank": lora_rank_bucket(self.config.train.lora_r), **(g.vllm or {})}

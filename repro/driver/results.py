@@ -136,7 +136,9 @@ def assemble_result(runner: CellRunner, cell: Cell, summary: dict | None, target
             "data": task_prov,
             "chat_template_sha": generator.get("chat_template_sha"),
             "generation_backend": generator.get("backend"),
-            "generation_engine": {k: generator.get(k) for k in ("engine", "dtype")},
+            # serve_adapters: how vLLM served the tuned model ("lora", "merged"); absent for HF and base cells
+            "generation_engine": {k: generator.get(k) for k in ("engine", "dtype", "serve_adapters")
+                                  if k != "serve_adapters" or generator.get(k)},
             "prompt_templates": {n: runner.task(n).template_version for n in scores},
             "judges": {n: runner.task(n).judge_version for n in scores},
             "decoding": {n: runner.decoding(n, "predict").to_dict() for n in scores},

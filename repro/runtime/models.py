@@ -419,3 +419,45 @@ def describe(name: str) -> dict:
         info.update({k: v for k, v in json.loads((cache_root() / "models" / name / "DONE.json").read_text()).items()
                      if k in ("gguf", "gguf_sha256", "save_dtype", "notes")})
     return info
+
+
+# --- tuned models merged into a checkpoint (the vLLM backend on CPU serves these) ----------------------------------
+
+MERGED_SUFFIX = ".merged-"
+
+
+def merged_checkpoint(name: str, adapter: str | Path, adapter_fp: str | None = None) -> Path:
+    """The LoRA `adapter` folded into the weights of base model `name` in fp32 (peft ``merge_and_unload``), saved with
+    the tokenizer as a plain checkpoint next to the adapter: ``<adapter>.merged-<fp12>``, keyed by the adapter's
+    content fingerprint (:func:`adapter_fingerprint`), so a retrained adapter at the same path gets a new folder and
+    never a stale one. Built once, atomically (a temporary folder renamed into place, under a lock); building it
+    removes what earlier contents of this adapter path left (their merged folders, a killed build's temporary). It
+    is disposable: derived from the adapter, deleted with the run's work folder."""
+    import torch  # noqa: PLC0415
+
+    adapter = Path(adapter).resolve()
+    fp = adapter_fp or adapter_fingerprint(adapter)
+    out = adapter.parent / f"{adapter.name}{MERGED_SUFFIX}{fp[:12]}"
+    if (out / "config.json").is_file():
+        return out
+    with file_lock(adapter.parent / f".{adapter.name}.merge.lock"):
+        if (out / "config.json").is_file():
+            return out
+        if adapter_fp is not None and adapter_fingerprint(adapter) != adapter_fp:
+            raise RuntimeError(f"{adapter} changed since it was fingerprinted ({adapter_fp[:12]}): make a new "
+                               f"generator for the new adapter")
+        for old in [*adapter.parent.glob(f"{adapter.name}{MERGED_SUFFIX}*"),
+                    *adapter.parent.glob(f".{adapter.name}{MERGED_SUFFIX}*.building")]:
+            shutil.rmtree(old, ignore_errors=True)      # an earlier adapter's (or a killed build's): stale
+        tmp = Path(tempfile.mkdtemp(dir=adapter.parent, prefix=f".{out.name}.", suffix=".building"))
+        try:
+            model, tok = load(name, adapter=adapter, device="cpu", dtype=torch.float32)
+            merged = model.merge_and_unload()
+            merged.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            del merged, model
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("merged %s into %s", adapter, out)
+    return out
