@@ -8,6 +8,30 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# --- parallel runs (pytest-xdist; pyproject's addopts: -n logical --maxprocesses 4 --dist loadfile) ---------------
+# Each test file is one unit of work, so a module's fixtures (tiny models, HF references, a trained adapter) are
+# built once. (Two local Ray instances at once are fine: ray.init() without an address picks free ports.)
+# The longest files first (measured: pytest --durations on 2 cores), so that no worker starts a long file while the
+# others are finishing; the rest keep their collection order. Only the schedule depends on this list.
+LONGEST_FIRST = ["test_vllm_cpu.py", "test_driver.py", "test_regression.py", "test_resume.py", "test_train.py",
+                 "test_judge_cli.py", "test_general.py", "test_cli.py", "test_grid_ray.py", "test_commit_cells.py",
+                 "test_smollm2.py"]
+
+
+def pytest_configure(config):
+    """In an xdist worker, give each worker its share of the cores: torch's spinning threads on oversubscribed
+    cores make small-model steps many times slower. Set before torch is imported; children inherit it."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+    if workers > 1:
+        share = str(max(1, (os.cpu_count() or 1) // workers))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "S3FT_THREADS"):
+            os.environ.setdefault(var, share)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))    # stable: file order kept within each
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -192,6 +194,19 @@ def one_process_runs(records, tmp_path_factory):
     return targets, root, logs
 
 
+def clear_stale_build_locks(max_age_s: float = 900) -> None:
+    """DeepSpeed JIT-compiles its shm op on first use, holding torch's build lock (a file) meanwhile; a run killed
+    during that build leaves the file behind and every later build waits on it forever (seen: the zero3 test hung
+    until its timeout). A build takes about a minute here, so a lock older than 15 minutes is stale."""
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    for lock in root.glob("*/*/lock"):
+        try:
+            if time.time() - lock.stat().st_mtime > max_age_s:
+                lock.unlink()
+        except FileNotFoundError:
+            pass
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode,finetune", [("ddp", "lora"), ("fsdp2", "lora"), ("fsdp2", "full"), ("zero3", "lora")])
 def test_two_processes_train_what_one_process_trains(mode, finetune, one_process_runs, tmp_path):
@@ -204,6 +219,7 @@ def test_two_processes_train_what_one_process_trains(mode, finetune, one_process
 
     if mode == "zero3":
         pytest.importorskip("deepspeed")
+        clear_stale_build_locks()
     targets, one_root, one_logs = one_process_runs
     cfg, out = DIST_RUNS[finetune], tmp_path / mode
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
