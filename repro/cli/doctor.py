@@ -85,7 +85,11 @@ def generation_line() -> str:
     where = current_platform.device_type
     kv = (f", KV cache {generate.CPU_KV_CACHE_BYTES / 2**30:g} GiB (generation.vllm.kv_cache_memory_bytes)"
           if where == "cpu" else "")
-    return f"auto = vllm {v} on {where}, dtype {dtype} unless generation.vllm.dtype says otherwise{kv}; else {hf}"
+    serve = generate.serve_mode()
+    tuned = ("tuned models merged into their base weights, one engine each" if serve == "merged"
+             else "tuned models as LoRA requests to the base engine")
+    return (f"auto = vllm {v} on {where}, dtype {dtype} unless generation.vllm.dtype says otherwise{kv}; {tuned} "
+            f"(generation.vllm.serve_adapters: auto = {serve}); else {hf}")
 
 
 def lines(data_dir: Path | None) -> list[str]:
