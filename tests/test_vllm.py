@@ -152,9 +152,11 @@ def test_on_cpu_the_engine_has_no_sleep_mode_and_a_kv_cache_in_bytes(fake, tiny_
     llm = fake_vllm.GPU.engines[-1]
     assert "enable_sleep_mode" not in llm.init_kwargs
     assert llm.init_kwargs["kv_cache_memory_bytes"] == generate.CPU_KV_CACHE_BYTES
-    with hf_stage():                                               # nothing to sleep: HF work shares the RAM
-        assert not llm.sleeping
-    assert len(base.generate(PROMPTS, PARAMS, tag="t", progress=False)) == len(PROMPTS)
+    with hf_stage():                                # no sleep mode: the engine shuts down so HF work has the RAM
+        assert llm.shut_down and not llm.sleeping
+    assert len(base.generate(PROMPTS, PARAMS, tag="t", progress=False)) == len(PROMPTS)     # and starts again
+    restarted = fake_vllm.GPU.engines[-1]
+    assert restarted is not llm and restarted.init_kwargs == llm.init_kwargs and len(restarted.calls) == 1
     # the dtype and engine version are part of the cache identity and of provenance
     assert base.identity["dtype"] == base.describe()["dtype"] == "bfloat16" and "engine" in base.identity
     generate.shutdown_engine()
@@ -234,6 +236,11 @@ def test_on_cpu_a_tuned_model_is_served_merged_by_one_engine_beside_the_base(fak
     with pytest.raises(RuntimeError, match="changed since it was fingerprinted"):      # never merged under the old key
         tuned.generate(PROMPTS, PARAMS, tag="t", progress=False)
     assert _records(again.generate(PROMPTS, PARAMS, tag="t", progress=False)) == other_out
+    merged_llm = fake_vllm.GPU.engines[-1]
+    with hf_stage():                                # HF work: the merged engine shuts down too, and comes back
+        assert merged_llm.shut_down
+    assert _records(again.generate(PROMPTS, PARAMS, tag="t", progress=False)) == other_out
+    assert fake_vllm.GPU.engines[-1] is not merged_llm and fake_vllm.GPU.engines[-1].init_kwargs["model"] == str(fresh)
 
 
 # --- a whole cell on the vLLM backend: base scores from the base model ---------------------------------------------

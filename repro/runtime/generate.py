@@ -319,9 +319,10 @@ class VLLMEngine:
     CPU RAM, KV cache discarded: almost all of its GPU memory is returned); the engine wakes on its next
     ``generate``. So it may keep ``gpu_memory_utilization`` (default 0.85) of the GPU while it generates. On CPU
     there is no sleep mode (vLLM refuses it): the engine holds its weights and a KV cache of
-    ``kv_cache_memory_bytes`` (default :data:`CPU_KV_CACHE_BYTES`) for the process's life, and HF work shares the
-    host RAM beside it. The engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so a script
-    without a ``__main__`` guard can start it and nothing is spawned."""
+    ``kv_cache_memory_bytes`` (default :data:`CPU_KV_CACHE_BYTES`) while it generates, and :func:`hf_stage` shuts
+    it down (the merged engine too) and the next ``generate`` starts it again, so HF work has the host RAM. The
+    engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so a script without a ``__main__``
+    guard can start it and nothing is spawned."""
 
     def __init__(self, model: str, **options: Any) -> None:
         self.model = model
@@ -337,9 +338,11 @@ class VLLMEngine:
             kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         if self.sleep_mode:
             kwargs["enable_sleep_mode"] = True
-        self.llm = LLM(model=models.local_path(model), enable_lora=True, seed=0, **kwargs)
+        self._start = lambda: LLM(model=models.local_path(model), enable_lora=True, seed=0, **kwargs)
+        self.llm = self._start()
         self.version = vllm_version()
         self.asleep = False
+        self.closed = False
         self._lora_ids: dict[str, int] = {}     # adapter fingerprint -> LoRARequest id (ids start at 1)
 
     @property
@@ -360,24 +363,39 @@ class VLLMEngine:
         return LoRARequest(f"adapter-{lora_id}", lora_id, str(folder.resolve()))
 
     def sleep(self) -> None:
-        """Free the device for HF work, where the platform has sleep mode; elsewhere (CPU) a no-op."""
-        if self.sleep_mode and not self.asleep:
+        """Free the memory for HF work. With sleep mode (GPUs) the engine sleeps at level 1; without it (CPU) it
+        shuts down, and its next ``generate`` starts it again (seconds; the same weights, so the same outputs):
+        at 1.5B an fp32 engine holds ~9 GiB, and the base and merged engines beside an HF model of the same size
+        do not fit in 24 GiB."""
+        if self.asleep or self.llm is None:
+            return
+        if self.sleep_mode:
             self.llm.sleep(level=1)
-            self.asleep = True
+        else:
+            self._shutdown()
+        self.asleep = True
 
     def close(self) -> None:
-        """Shut the engine down and let its weights and KV cache go (an in-process engine core froze its startup
-        objects out of the garbage collector until its shutdown). Only for a merged engine beside the base one."""
+        """Shut the engine down for good (a merged engine replaced by another adapter's)."""
+        self._shutdown()
+        self.closed = True
+
+    def _shutdown(self) -> None:
+        """Let the weights and KV cache go (an in-process engine core froze its startup objects out of the
+        garbage collector until its shutdown)."""
         if self.llm is not None:
             self.llm.llm_engine.engine_core.shutdown()
             self.llm = None
         _release_torch_memory()
 
     def generate(self, prompts: list[dict], sampling_params: Any, lora_request: Any) -> list:
-        if self.llm is None:
+        if self.closed:
             raise RuntimeError(f"the vLLM engine of {self.model} was closed")
         if self.asleep:
-            self.llm.wake_up()
+            if self.llm is None:
+                self.llm = self._start()
+            else:
+                self.llm.wake_up()
             self.asleep = False
         return self.llm.generate(prompts, sampling_params, use_tqdm=False, lora_request=lora_request)
 
@@ -468,12 +486,13 @@ def _release_torch_memory() -> None:
 
 @contextmanager
 def hf_stage() -> Iterator[None]:
-    """Give the GPU to HF work (training, log-likelihood scoring) for the block: the vLLM engine, if this process
-    has one and its platform has sleep mode, sleeps first; afterwards what the block dropped is returned to the
-    device (gc + ``empty_cache``), so the engine can wake into it on its next ``generate``. Without an engine (HF
-    backend) only the release runs."""
-    if _ENGINE is not None:
-        _ENGINE.sleep()
+    """Give the memory to HF work (training, log-likelihood scoring) for the block: this process's vLLM engines,
+    if any, sleep first (on CPU, without sleep mode: they shut down and restart on their next ``generate``);
+    afterwards what the block dropped is returned to the device (gc + ``empty_cache``), so an engine can wake
+    into it. Without an engine (HF backend) only the release runs."""
+    for engine in (_ENGINE, _MERGED):
+        if engine is not None:
+            engine.sleep()
     try:
         yield
     finally:
