@@ -310,7 +310,7 @@ def engines_main(args) -> int:
         ref_of["hf-lora"] = "hf-lora"
     for dt in args.dtypes:
         short = {"float32": "fp32", "bfloat16": "bf16"}.get(dt, dt)
-        opts = {"dtype": dt, "kv_cache_memory_bytes": 1024**3, "max_lora_rank": 8}   # as the driver sizes it
+        opts = {"dtype": dt, "kv_cache_memory_bytes": G.CPU_KV_CACHE_BYTES, "max_lora_rank": 8}   # as the driver
         if {"base", "lora"} & set(args.vllm_arms):
             with C.Timer() as t:
                 engine = G.VLLMEngine(args.model, **opts)
@@ -404,7 +404,7 @@ def engines_main(args) -> int:
         "setup": {"model": args.model, "tasks": args.tasks, "split": "test", "n_prompts": args.n,
                   "subset_seed": args.seed, "max_new_tokens": {t: p.max_new_tokens for t, p in params.items()},
                   "hf_batch_size": args.batch_size, "hf_dtype": "float32", "vllm_dtypes": args.dtypes,
-                  "vllm_arms": args.vllm_arms, "vllm_kv_cache_bytes": 1024**3, "vllm_max_lora_rank": 8,
+                  "vllm_arms": args.vllm_arms, "vllm_kv_cache_bytes": G.CPU_KV_CACHE_BYTES, "vllm_max_lora_rank": 8,
                   "reps": args.reps, "vllm_version": G.vllm_version(),
                   "adapter": "LoRA r=8 alpha 16 on q_proj,v_proj, B ~ N(0, 0.02) seed 1 (a stand-in for a short "
                              "fine-tune); merged = peft merge_and_unload in fp32, served as a model",

@@ -323,21 +323,23 @@ class CellRunner:
                 forgetting = self._forgetting(hf_tuned(), tuned.tokenizer, prompts, own, cell, base_of())
                 if base_general is not None:
                     forgetting["cross_domain"] = self._cross_domain_kl(hf_tuned(), tuned.tokenizer, base_general,
-                                                                       base_of)
+                                                                       base_of, cell)
                 seconds["forgetting"] += time.perf_counter() - t0
             held.clear()                            # dropped before the stage returns their memory
         return {"scores": scores, "forgetting": forgetting, "general": general, "base_general": base_general,
                 "seconds": seconds, "generator": tuned.describe()}
 
     def _cross_domain_kl(self, hf_tuned: Any, tokenizer, base_general: dict,
-                         base_model: Callable[[], Any]) -> dict | None:
+                         base_model: Callable[[], Any], cell: Cell) -> dict | None:
         """KL(base||tuned) on texts of other domains: the headline benchmarks' first items (prompt + answer)."""
 
         names = list(self.config.evaluation.headline_benchmarks)
         texts = [t["text"] for n in names for t in (base_general.get("texts") or {}).get(n, [])]
         if not texts:
             return None
-        return {**kl_on_texts(hf_tuned, tokenizer, texts, base=base_model()), "benchmarks": names}
+        return {**kl_on_texts(hf_tuned, tokenizer, texts, base=base_model(),
+                              on_item=lambda i, n: self.on_progress(cell, f"cross-domain KL text {i}/{n}")),
+                "benchmarks": names}
 
     def _forgetting_answers(self, cell: Cell) -> tuple[list, list]:
         """Held-out prompts of the cell's task and the base model's greedy answers to them (cached by the base
@@ -355,7 +357,8 @@ class CellRunner:
         exs = self.examples(cell.task, "test")[:len(prompts)]
         return {**forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
                                     [task.gold_response(ex) for ex in exs], base=base_model,
-                                    base_truncated=[o.finish_reason == "length" for o in own]),
+                                    base_truncated=[o.finish_reason == "length" for o in own],
+                                    on_item=lambda i, n: self.on_progress(cell, f"in-task KL prompt {i}/{n}")),
                 "scope": "in-task: held-out prompts of the cell's own task"}
 
     # --- the whole cell ---------------------------------------------------------------------------------------
