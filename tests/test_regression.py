@@ -317,8 +317,9 @@ def test_partial_committed_preset_names_missing_cells(preset: str, which: int, t
         assert t2["base"][col] == "—"
     elif gone.method == "base":                                # the preset's only base cell: no row to show
         assert "base" not in t2 and "base" in {r[0] for r in whole[1].rows}
+    elif (seeds := len(full.group(gone.task, gone.method)) - 1) == 0:    # its only seed (a pilot): no row to show
+        assert gone.method not in t2 and gone.method in {r[0] for r in whole[1].rows}
     else:
-        seeds = len(full.group(gone.task, gone.method)) - 1
         assert f"({seeds} seed{'s' if seeds > 1 else ''}, n=" in t2[gone.method][col]
 
 
