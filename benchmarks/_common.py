@@ -96,3 +96,14 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
 
 def fmt_ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
+
+
+def parse_limits(items: Sequence[str], defaults: dict[str, int]) -> dict[str, int]:
+    """``--limits NAME=N ...`` over ``defaults`` (whose keys are the benchmarks a script knows)."""
+    limits = dict(defaults)
+    for item in items:
+        name, _, n = item.partition("=")
+        if name not in defaults or not n.isdigit():
+            raise SystemExit(f"--limits: expected NAME=N with NAME in {tuple(defaults)}, got {item!r}")
+        limits[name] = int(n)
+    return limits

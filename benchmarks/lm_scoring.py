@@ -61,12 +61,7 @@ def main(argv=None) -> int:
     from evals.lm_backend import DEFAULT_MAX_BATCH_TOKENS  # noqa: PLC0415
     from repro.runtime import models  # noqa: PLC0415
 
-    limits = dict(DEFAULT_LIMITS)
-    for item in args.limits:
-        name, _, n = item.partition("=")
-        if name not in BENCHES or not n.isdigit():
-            raise SystemExit(f"--limits: expected NAME=N with NAME in {BENCHES}, got {item!r}")
-        limits[name] = int(n)
+    limits = C.parse_limits(args.limits, DEFAULT_LIMITS)
     max_batch_tokens = args.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS
 
     load_start = C.load()

@@ -83,12 +83,7 @@ def main(argv=None) -> int:
     from repro.runtime import models  # noqa: PLC0415
     from repro.runtime.scoring import score_sequences  # noqa: PLC0415
 
-    limits = dict(DEFAULT_LIMITS)
-    for item in args.limits:
-        name, _, n = item.partition("=")
-        if name not in BENCHES or not n.isdigit():
-            raise SystemExit(f"--limits: expected NAME=N with NAME in {BENCHES}, got {item!r}")
-        limits[name] = int(n)
+    limits = C.parse_limits(args.limits, DEFAULT_LIMITS)
 
     load_start = C.load()
     env = C.environment(args.model)

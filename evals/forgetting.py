@@ -83,20 +83,17 @@ def kl_on_texts(tuned, tokenizer, texts: Sequence[str], *, base=None, max_tokens
     base_model = tuned if base is None else base
     device = next(tuned.parameters()).device
     kl_sum = tokens = 0.0
-    for i, text in enumerate(texts):
-        if on_item is not None and i:
-            on_item(i, len(texts))
+    for i, text in enumerate(texts, 1):
         ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][:, :max_tokens].to(device)
-        if ids.shape[1] < 2:
-            continue
-        with torch.inference_mode():
-            with (tuned.disable_adapter() if base is None else contextlib.nullcontext()):
-                lp_b = torch.log_softmax(base_model(input_ids=ids).logits[0, :-1].float(), dim=-1)
-            lp_t = torch.log_softmax(tuned(input_ids=ids).logits[0, :-1].float(), dim=-1)
-        kl_sum += float((lp_b.exp() * (lp_b - lp_t)).sum())
-        tokens += lp_b.shape[0]
-    if on_item is not None and texts:
-        on_item(len(texts), len(texts))
+        if ids.shape[1] >= 2:                   # the first token has no prediction
+            with torch.inference_mode():
+                with (tuned.disable_adapter() if base is None else contextlib.nullcontext()):
+                    lp_b = torch.log_softmax(base_model(input_ids=ids).logits[0, :-1].float(), dim=-1)
+                lp_t = torch.log_softmax(tuned(input_ids=ids).logits[0, :-1].float(), dim=-1)
+            kl_sum += float((lp_b.exp() * (lp_b - lp_t)).sum())
+            tokens += lp_b.shape[0]
+        if on_item is not None:
+            on_item(i, len(texts))
     return {"kl_base_tuned_per_token": kl_sum / tokens if tokens else None, "n_texts": len(texts),
             "n_tokens": int(tokens),
             "texts": "benchmark items (prompt + correct answer), plain text, no chat template"}
