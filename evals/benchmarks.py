@@ -63,7 +63,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -388,6 +388,7 @@ def evaluate_benchmarks(
     kl_texts: int = 0,
     backend: str = "packed",
     journal: str | os.PathLike | None = None,
+    on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on the given benchmarks through lm-eval; returns a JSON-serialisable dict.
 
@@ -416,6 +417,8 @@ def evaluate_benchmarks(
             as a call never stopped (tests/test_resume.py). Requests are then packed per chunk of
             ``evals.lm_backend.JOURNAL_CHUNK_REQUESTS``, which agrees with packing a whole call at once to float
             rounding (the journal is not part of any hash).
+        on_progress: called with a short line as each benchmark starts and (packed backend with a journal) after
+            each journalled chunk, e.g. ``"hellaswag 3/4, chunk 2/4"``.
 
     Returns:
         ``{"results": {name: {"<metric>,none": v, "<metric>_stderr,none": se, ..., "alias": task}},
@@ -451,7 +454,12 @@ def evaluate_benchmarks(
         with _quiet_custom_dataset_notice():
             lm = make_lm(model, tokenizer, batch_size=batch_size, max_length=max_length, backend=backend,
                          journal=journal)
-            for spec in specs:
+            for i, spec in enumerate(specs, 1):
+                if on_progress is not None:
+                    where = f"{spec.name} {i}/{len(specs)}"
+                    on_progress(where)
+                    if hasattr(lm, "on_chunk"):
+                        lm.on_chunk = lambda c, n, where=where: on_progress(f"{where}, chunk {c}/{n}")
                 _run_one(spec, tm, lm, out, seed=seed, chat_template=chat_template,
                          return_loglikelihoods=return_loglikelihoods, data_dir=data_dir, kl_texts=kl_texts)
     finally:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from lm_eval.api.registry import register_model
@@ -79,6 +80,8 @@ class PackedLM(HFLM):
         # summed over calls: see repro.runtime.scoring.score_sequences; with a journal also the requests scored
         # now (journal_scored) and those taken from it (journal_reused)
         self.stats: dict[str, int] = {}
+        # called with (chunks done, chunks) after each journalled chunk, taken or scored: progress for a caller
+        self.on_chunk: Callable[[int, int], None] | None = None
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
         seqs, n_scored = [], []
@@ -117,14 +120,16 @@ class PackedLM(HFLM):
             if key in found:
                 answers += [(float(a), bool(g)) for a, g in found[key]["answers"]]
                 self.stats["journal_reused"] = self.stats.get("journal_reused", 0) + hi - lo
-                continue
-            scores = score_sequences(self.model, seqs[lo:hi], n_scored[lo:hi], max_batch_tokens=self.max_batch_tokens,
-                                     progress=progress, stats=self.stats)
-            chunk = [(s.sum, s.greedy) for s in scores]
-            cache.put_many(shard, {key: {"answers": chunk}})
-            answers += chunk
-            self.stats["journal_scored"] = self.stats.get("journal_scored", 0) + hi - lo
-            log.info("log-likelihood chunk %d/%d scored (%d requests)", c + 1, len(bounds), hi - lo)
+            else:
+                scores = score_sequences(self.model, seqs[lo:hi], n_scored[lo:hi],
+                                         max_batch_tokens=self.max_batch_tokens, progress=progress, stats=self.stats)
+                chunk = [(s.sum, s.greedy) for s in scores]
+                cache.put_many(shard, {key: {"answers": chunk}})
+                answers += chunk
+                self.stats["journal_scored"] = self.stats.get("journal_scored", 0) + hi - lo
+                log.info("log-likelihood chunk %d/%d scored (%d requests)", c + 1, len(bounds), hi - lo)
+            if self.on_chunk is not None:
+                self.on_chunk(c + 1, len(bounds))
         return answers
 
     def generate_until(self, requests, disable_tqdm: bool = False):

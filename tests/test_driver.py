@@ -219,3 +219,35 @@ def test_a_budget_control_trains_for_its_reference_methods_tokens(tmp_path, data
     assert log["trained_tokens"] >= budget > log["trained_tokens"] - log["steps"][-1]["trained_tokens"]
     assert log["total_steps"] == len(log["steps"]) > 2 and log["steps"][-1]["epoch"] >= 2
     assert adapter is not None and runner.state(matched) == "trained"
+
+
+def test_a_cells_progress_line_follows_generation_batches_and_benchmark_chunks(tmp_path, data_dir):
+    """Long stages report inside themselves (a 1.5B model's 500-item evaluation decodes for ~25 min): each
+    generation batch as prompts done of the call's total, each benchmark as it starts and after each journalled
+    chunk; only while `run` computes a cell."""
+    from repro.driver.cell import Cell, CellRunner  # noqa: PLC0415
+    from repro.driver.recipes import load_recipe  # noqa: PLC0415
+
+    recipe = load_recipe("smoke", ["methods=[base]", "generation.batch_size=2", "evaluation.cross_task=false",
+                                   "evaluation.benchmarks={winogrande: {limit: 4}, hellaswag: {limit: 2}}",
+                                   "evaluation.headline_benchmarks=[hellaswag]",
+                                   "tasks={squad: {train: 2, test: 5, max_new_tokens: 4, judge: match}}"])
+    runner = CellRunner(recipe, data_dir=data_dir, work_root=tmp_path / "runs", results_root=tmp_path / "results",
+                        progress=False)
+    seen: list[tuple[Cell, str]] = []
+    runner.on_progress = lambda cell, text: seen.append((cell, text))
+    cell = Cell("smoke", "squad", "base", 0)
+    runner.run(cell)
+    assert {c for c, _ in seen} == {cell}
+    lines = [t for _, t in seen]
+    gen = [t for t in lines if t.startswith("generated")]
+    assert gen == ["generated 2/5", "generated 4/5", "generated 5/5"]       # batches of 2, each reported once
+    bench = [t for t in lines if not t.startswith("generated")]
+    assert bench[0] == "winogrande 1/2" and "hellaswag 2/2" in bench
+    assert any(t.startswith("winogrande 1/2, chunk 1/") for t in bench)
+    assert bench[-1].startswith("hellaswag 2/2, chunk ") and bench[-1].split("chunk ")[1].split("/")[0] == \
+        bench[-1].split("/")[-1]                                           # the last chunk is n/n
+    seen.clear()
+    runner.base_generator().generate([[{"role": "user", "content": "hi"}]], runner.decoding("squad", "predict"),
+                                     tag="outside", progress=False)
+    assert seen == []                                                       # no cell running: nothing reported

@@ -84,6 +84,7 @@ class CellRunner:
         self.on_stage = on_stage or (lambda cell, stage: None)
         # (cell, detail) within a running stage, e.g. "step 12/93": the progress line shows it, the stage goes on
         self.on_progress: Callable[[Cell, str], None] = lambda cell, detail: None
+        self._running: Cell | None = None         # the cell `run` is computing: generators and scorers report to it
         self._base: Generator | None = None
         self._splits: dict[tuple[str, str], Split] = {}
         self._judges_attached: set[str] = set()
@@ -139,8 +140,15 @@ class CellRunner:
         g = self.config.generation
         # vLLM: the engine's LoRA slots sized to the recipe's adapters (lora_rank_bucket), unless the recipe says
         engine = {"max_lora_rank": lora_rank_bucket(self.config.train.lora_r), **(g.vllm or {})}
-        return make_generator(model, adapter, backend=backend or self.backend, cache=self.cache,
-                              batch_size=g.batch_size, engine=engine)
+        gen = make_generator(model, adapter, backend=backend or self.backend, cache=self.cache,
+                             batch_size=g.batch_size, engine=engine)
+        gen.on_batch = lambda done, total: self._detail(f"generated {done}/{total}")
+        return gen
+
+    def _detail(self, text: str) -> None:
+        """Progress within the running cell's stage (generation batches, benchmark chunks) for its progress line."""
+        if self._running is not None:
+            self.on_progress(self._running, text)
 
     def base_generator(self) -> Generator:
         if self._base is None:
@@ -267,7 +275,7 @@ class CellRunner:
         out = evaluate_benchmarks(hf_model(), generator.tokenizer, [b.spec() for b in ev.benchmarks],
                                   data_dir=self.data_dir, seed=ev.benchmark_seed, batch_size=ev.benchmark_batch_size,
                                   chat_template=ev.chat_template, kl_texts=ev.cross_domain_kl_texts,
-                                  backend=ev.benchmark_backend, journal=journal)
+                                  backend=ev.benchmark_backend, journal=journal, on_progress=self._detail)
         atomic_write_json(path, out)
         journal.unlink(missing_ok=True)             # the scores are in `path` now
         return out
@@ -365,6 +373,13 @@ class CellRunner:
     def run(self, cell: Cell) -> dict:
         if self.state(cell) == "done":
             return read_json(self.paths(cell)["result"] / "result.json")
+        self._running = cell
+        try:
+            return self._run(cell)
+        finally:
+            self._running = None
+
+    def _run(self, cell: Cell) -> dict:
         method = get_method(cell.method)
         summary, train_log, adapter, targets_reused = None, None, None, False
         if method.trains:
