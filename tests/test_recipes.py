@@ -143,3 +143,20 @@ def test_qwen_code_pilot_is_base_and_sft_seed0_on_a_subset_with_the_studys_setti
                          "--work-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"))
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"{n} cells: 0 done, 0 trained, 0 targets, {n} todo" in proc.stdout, proc.stdout
+
+
+def test_qwen_math_pilot_is_gsm8k_base_and_sft_with_qwen_codes_settings():
+    """Issue 27's GSM8K pilot: base + SFT seed 0 on GSM8K subsets, trained, generated and scored as qwen-code, so
+    its per-item costs carry over and its base cell's benchmark scores share qwen-code's cache key."""
+    from repro.driver.grid import plan  # noqa: PLC0415
+
+    pilot, study = load_recipe("qwen-math-pilot"), load_recipe("qwen-code")
+    assert {c.label for c in plan(pilot)} == {"gsm8k/base/seed0", "gsm8k/sft/seed0"}
+    assert pilot.model == study.model and pilot.train == study.train and pilot.generation == study.generation
+    assert {k: v for k, v in pilot.evaluation.items() if k != "cross_task"} == \
+        {k: v for k, v in study.evaluation.items() if k != "cross_task"}
+    p, s = resolve(pilot), resolve(study)
+    identity = {"model": "same-model", "adapter": None}
+    assert p.benchmark_cache_key(identity) == s.benchmark_cache_key(identity)
+    assert 0 < p.tasks["gsm8k"].train < 7473 and 0 < p.tasks["gsm8k"].test < 1319
+    assert not bare_knobs("qwen-math-pilot")
