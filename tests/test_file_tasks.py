@@ -344,6 +344,7 @@ def test_compare_and_export_of_a_yaml_task_end_to_end(tmp_path, data_dir, capfd)
         assert doc["in_domain"]["n"] == 3 and doc["in_domain"]["task"]["judge"] == "choice"
         assert doc["in_domain"]["task"]["spec_sha256"]
     assert "ETA" in proc.err and "done: 3/3 cells" in proc.err
+    assert "generation on hf (float32)" in proc.err          # the engine and dtype this run generates with
     assert "### Table 2: in-domain" in proc.out and "arc_easy ours" in proc.out
     assert "### Paired comparisons" in proc.out and "s3ft vs sft" in proc.out and "hellaswag" in proc.out
     mtime = (results / "s3ft" / "seed0" / "result.json").stat().st_mtime_ns

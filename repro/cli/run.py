@@ -49,6 +49,16 @@ def add_parser(sub) -> None:
     sp.set_defaults(func=run)
 
 
+def generation_of(runner: CellRunner) -> str:
+    """The engine and dtype this preset generates with here (the doctor's engine line is the machine's default)."""
+    from repro.runtime import generate  # noqa: PLC0415  (imports vLLM's probe: only when a run starts)
+
+    if runner.backend == "vllm":
+        opts = generate.engine_settings(runner.config.model, runner.config.generation.vllm or {})
+        return f"vllm ({opts['dtype']})"
+    return f"hf ({generate.default_dtype()})"
+
+
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.preset, args.overrides)
     options.check_model(recipe.model)
@@ -79,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     require_sandbox({c.task for c in cells}, recipe.tasks)    # before any work: a refused sandbox must not cost an hour
     log_path = runner.work / "run.log"
-    say(f"run:     preset {recipe.name} ({recipe.model}), {len(cells)} cells, {threads} threads; results -> "
-        f"{runner.results}, detail -> {log_path}")
+    say(f"run:     preset {recipe.name} ({recipe.model}), {len(cells)} cells, {threads} threads, generation on "
+        f"{generation_of(runner)}; results -> {runner.results}, detail -> {log_path}")
     try:
         progress = run_grid(runner, cells, log_path, executor=args.executor, ray_address=args.ray_address,
                             ray_num_cpus=args.ray_num_cpus, threads=threads, quiet=args.quiet,
