@@ -248,6 +248,14 @@ def test_a_cells_progress_line_follows_generation_batches_and_benchmark_chunks(t
     assert bench[-1].startswith("hellaswag 2/2, chunk ") and bench[-1].split("chunk ")[1].split("/")[0] == \
         bench[-1].split("/")[-1]                                           # the last chunk is n/n
     seen.clear()
-    runner.base_generator().generate([[{"role": "user", "content": "hi"}]], runner.decoding("squad", "predict"),
-                                     tag="outside", progress=False)
+    gen, task = runner.base_generator(), runner.task("squad")
+    gen.generate([[{"role": "user", "content": "hi"}]], runner.decoding("squad", "predict"), tag="outside",
+                 progress=False)
     assert seen == []                                                       # no cell running: nothing reported
+    # a call whose answers are partly cached (a resumed stage) counts them: the 5 evaluated prompts + 2 new ones
+    calls: list[tuple[int, int]] = []
+    gen.on_batch = lambda done, total: calls.append((done, total))
+    prompts = [task.predict_messages(ex) for ex in runner.examples("squad", "test")]
+    prompts += [[{"role": "user", "content": f"Question {i}?"}] for i in (1, 2)]
+    gen.generate(prompts, runner.decoding("squad", "predict"), tag=task.predict_tag, progress=False)
+    assert calls[-1] == (7, 7) and calls[0][0] >= 6 and all(n == 7 for _, n in calls)

@@ -14,6 +14,7 @@ from repro.driver.grid import DriverBusy, GitCommitter, dry_run, plan, run_grid
 from repro.driver.judging import require_sandbox
 from repro.driver.recipes import check_file_tasks, load_recipe
 from repro.report import run_summary
+from repro.runtime import generate
 from repro.runtime.runlog import tail
 from repro.runtime.threads import pin_threads
 
@@ -51,8 +52,6 @@ def add_parser(sub) -> None:
 
 def generation_of(runner: CellRunner) -> str:
     """The engine and dtype this preset generates with here (the doctor's engine line is the machine's default)."""
-    from repro.runtime import generate  # noqa: PLC0415  (imports vLLM's probe: only when a run starts)
-
     if runner.backend == "vllm":
         opts = generate.engine_settings(runner.config.model, runner.config.generation.vllm or {})
         return f"vllm ({opts['dtype']})"

@@ -85,8 +85,8 @@ class Generator:
         self.identity = {"model": models.fingerprint(model), "adapter": models.adapter_fingerprint(adapter),
                          "chat_template_sha": models.chat_template_sha(self.tokenizer), "backend": self.backend}
         self.stats = GenerationStats()
-        # called with (prompts done, prompts to generate) after each batch of a call that generates: the driver's
-        # progress line shows it (a 1.5B model's 500-item evaluation decodes for ~25 min on 2 cores)
+        # called with (prompts answered, prompts of the call) after each batch of a call that generates, cached
+        # answers counted: the driver's progress line shows it (a 1.5B model's 500-item evaluation decodes ~25 min)
         self.on_batch: Callable[[int, int], None] | None = None
 
     @property
@@ -124,8 +124,9 @@ class Generator:
         batches = self._batches(order, lengths, params.max_new_tokens)
         batches = [b for b in batches if any(k not in found for k in b)]
         fresh: set[str] = set()
-        total, done = sum(map(len, batches)), 0
-        bar = tqdm(total=total, desc=f"generate {tag}", unit="prompt", disable=not progress, leave=False)
+        bar = tqdm(total=sum(map(len, batches)), desc=f"generate {tag}", unit="prompt", disable=not progress,
+                   leave=False)
+        done = sum(k in found for k in prompts)     # a resumed call counts what its journal already holds
         for batch in batches:
             t0 = time.perf_counter()
             outs = self._generate([prompts[k] for k in batch], params)
@@ -142,9 +143,9 @@ class Generator:
             fresh.update(records)
             bar.update(len(batch))
             bar.set_postfix(tok_s=f"{self.stats.tokens_per_second:.0f}")
-            done += len(batch)
+            done += len(records)
             if self.on_batch is not None:
-                self.on_batch(done, total)
+                self.on_batch(done, len(prompts))
         bar.close()
         return fresh
 
