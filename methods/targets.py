@@ -81,6 +81,7 @@ class TargetContext:
     paraphrase_params: DecodingParams
     cache: GenerationCache | None = None
     progress: bool = True
+    on_detail: Callable[[str], None] | None = None     # progress within the build, e.g. "gold log p 32/374"
     seen: dict[str, dict[str, Candidate]] = field(default_factory=lambda: defaultdict(dict))
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     _generator: Generator | None = None
@@ -268,7 +269,8 @@ def build(method_id: str, ctx: TargetContext, out_dir: Path, *, score: bool = Tr
         with hf_stage():                    # a vLLM engine sleeps while HF scores
             model = hf_model_of(gen)
             scores = score_responses(model, gen.tokenizer, items, cache=ctx.cache, identity=gen.identity,
-                                     progress=ctx.progress)
+                                     progress=ctx.progress, on_chunk=None if ctx.on_detail is None else
+                                     lambda done, total: ctx.on_detail(f"log p scored {done}/{total}"))
             del model                       # gone before the stage hands its memory back
         logps = {w: s.to_dict() for w, s in zip(where, scores)}
         ctx.seconds["score"] += time.perf_counter() - t0

@@ -1,5 +1,6 @@
-"""`repro run --commit`: every finished cell is committed at once (only its files), and a fresh clone resumes from
-the committed cells without the runs/ caches. On the tiny in-process model, in a throwaway git repository."""
+"""`repro run --commit`: every finished cell is committed at once (only its files), every finished stage is carried
+under results/<preset>/_resume/, and a fresh clone resumes from the committed cells and stages without the runs/
+caches. On the tiny in-process model, in a throwaway git repository."""
 from __future__ import annotations
 
 import json
@@ -39,9 +40,18 @@ def test_each_cell_is_committed_and_a_fresh_clone_resumes(repo, tmp_path, data_d
                      "--results-dir", str(repo / "results"), "--commit")
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = git(repo, "log", "--format=%s").splitlines()
-    assert log[:2] == ["smoke: cell squad/sft/seed0 (repro run --commit)",
-                       "smoke: cell squad/base/seed0 (repro run --commit)"]
-    for rev, cell in (("HEAD", "squad/sft/seed0"), ("HEAD~1", "squad/base/seed0")):
+    assert [m for m in log if ": cell " in m] == ["smoke: cell squad/sft/seed0 (repro run --commit)",
+                                                  "smoke: cell squad/base/seed0 (repro run --commit)"]
+    assert log[0] == "smoke: cell squad/sft/seed0 (repro run --commit)"
+    carried = [m for m in log if ": carry " in m]
+    assert any("squad/sft/seed0: targets" in m for m in carried)
+    assert any("squad/sft/seed0: training" in m for m in carried)
+    for i, m in enumerate(log):
+        if ": carry " in m:             # a stage's files only, all under _resume/
+            files = git(repo, "show", "--name-only", "--format=", f"HEAD~{i}").split()
+            assert files and all(f.startswith("results/smoke/_resume/") for f in files), (m, files)
+    for cell in ("squad/sft/seed0", "squad/base/seed0"):
+        rev = f"HEAD~{log.index(f'smoke: cell {cell} (repro run --commit)')}"
         files = git(repo, "show", "--name-only", "--format=", rev).split()
         assert files and all(f.startswith(f"results/smoke/{cell}/") for f in files)
         assert f"results/smoke/{cell}/result.json" in files and f"results/smoke/{cell}/items.jsonl.gz" in files
@@ -65,6 +75,44 @@ def test_each_cell_is_committed_and_a_fresh_clone_resumes(repo, tmp_path, data_d
                       "--results-dir", str(clone / "results"), "--commit")
     assert again.returncode == 0, again.stderr[-3000:]
     assert git(clone, "log", "--format=%s") == git(repo, "log", "--format=%s")   # nothing redone, nothing new
+
+
+def test_a_fresh_clone_resumes_an_unfinished_cell_at_its_carried_stage(repo, tmp_path, data_dir):
+    """The sft cell's result is taken away in a clone with no runs/: its targets, adapter, answers and benchmark
+    scores come back from _resume/, nothing is retrained or regenerated, and its items are the same bytes."""
+    proc = run_repro("run", *CELLS, "--data-dir", str(data_dir), "--work-dir", str(repo / "runs"),
+                     "--results-dir", str(repo / "results"), "--commit")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cell = "results/smoke/squad/sft/seed0"
+    items = (repo / cell / "items.jsonl.gz").read_bytes()
+    before = json.loads((repo / cell / "result.json").read_text())
+    carried = git(repo, "ls-files", "results/smoke/_resume").split()
+    assert "results/smoke/_resume/work/squad/sft/targets/targets_summary.json" in carried
+    assert "results/smoke/_resume/work/squad/sft/seed0/train_log.json" in carried
+    assert any(f.startswith("results/smoke/_resume/work/squad/sft/seed0/adapter/") for f in carried)
+    assert any(f.startswith("results/smoke/_resume/cache/benchmarks/") for f in carried)
+    assert any(f.startswith("results/smoke/_resume/cache/generations/") for f in carried)
+    assert not any("checkpoint" in f or "journal" in f or f.endswith(".lock") for f in carried)
+
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    git(clone, "config", "user.email", "t@example.org")
+    git(clone, "config", "user.name", "t")
+    git(clone, "rm", "-rq", cell)
+    git(clone, "commit", "-qm", "take the sft cell away")
+    again = run_repro("run", *CELLS, "--data-dir", str(data_dir), "--work-dir", str(clone / "runs"),
+                      "--results-dir", str(clone / "results"), "--commit")
+    assert again.returncode == 0, again.stderr[-3000:]
+    timing = json.loads((clone / cell / "timing.json").read_text())
+    assert timing["state_at_start"] == "trained"
+    assert not {"targets", "train"} & {s["stage"] for s in timing["stages"]}
+    assert (clone / cell / "items.jsonl.gz").read_bytes() == items
+    after = json.loads((clone / cell / "result.json").read_text())
+    assert after["training"] == before["training"]
+    seconds = after["in_domain"].pop("seconds")
+    before["in_domain"].pop("seconds")
+    assert after["in_domain"] == before["in_domain"] and seconds["generate"] < 1.0   # answers from the carried cache
+    assert git(clone, "log", "-1", "--format=%s").strip() == "smoke: cell squad/sft/seed0 (repro run --commit)"
 
 
 def test_commit_refuses_an_ignored_results_folder(repo, data_dir):

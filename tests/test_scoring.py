@@ -46,6 +46,32 @@ def test_scores_are_cached(model_and_tok, tmp_path):
     assert first == second
 
 
+def test_a_killed_scoring_resumes_at_its_first_unfinished_chunk_with_the_same_numbers(model_and_tok, tmp_path):
+    """Chunks are cut at prompt changes, at the same places whatever is cached; each is cached as it finishes."""
+    from repro.runtime.cache import GenerationCache
+
+    model, tok = model_and_tok
+    items = [([{"role": "user", "content": f"question {i // 2}"}], f"candidate {i}") for i in range(9)]
+    ident = {"model": "y" * 16}
+    whole = score_responses(model, tok, items, cache=GenerationCache(tmp_path / "a"), identity=ident, chunk=3)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first(done, total):
+        if done < total:
+            raise Killed
+    cache = GenerationCache(tmp_path / "b")
+    seen: list = []
+    with pytest.raises(Killed):
+        score_responses(model, tok, items, cache=cache, identity=ident, chunk=3, on_chunk=kill_after_first)
+    assert len(GenerationCache(tmp_path / "b")) == 4    # 3 items, then on to the prompt change: a pair stays whole
+    resumed = score_responses(model, tok, items, cache=GenerationCache(tmp_path / "b"), identity=ident, chunk=3,
+                              on_chunk=lambda d, t: seen.append(d))
+    assert seen == [4, 8, 9]                      # the first chunk from the cache, then the two unfinished ones
+    assert resumed == whole                       # the same chunks: the same numbers, bit for bit
+
+
 def naive_sequence(model, seq, n):
     ids = torch.tensor([seq[:-1]])
     with torch.inference_mode():

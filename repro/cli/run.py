@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -42,9 +43,11 @@ def add_parser(sub) -> None:
                                                  "(default: $S3FT_THREADS, else torch's default here)")
     sp.add_argument("--no-table", action="store_true", help="do not print the comparison tables at the end")
     sp.add_argument("--commit", action="store_true",
-                    help="git-commit each cell's result files as soon as the cell finishes (only those paths), so a "
-                         "long run survives a killed session and a fresh clone resumes from the committed cells; "
-                         "needs --results-dir inside the repository and not ignored (e.g. results)")
+                    help="git-commit each cell's result files as soon as the cell finishes (only those paths), and each "
+                         "finished stage's artefacts (targets, adapter, benchmark scores, generations) under "
+                         "<results>/<preset>/_resume/, so a long run survives a killed session and a fresh clone "
+                         "resumes at the stage it reached; needs --results-dir inside the repository and not "
+                         "ignored (e.g. results)")
     sp.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     options.add_common(sp)
     sp.set_defaults(func=run)
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     log_path = runner.work / "run.log"
     say(f"run:     preset {recipe.name} ({recipe.model}), {len(cells)} cells, {threads} threads, generation on "
         f"{generation_of(runner)}; results -> {runner.results}, detail -> {log_path}")
+    previous = signal.signal(signal.SIGTERM, _stop)     # `kill` stops the run as Ctrl-C does
     try:
         progress = run_grid(runner, cells, log_path, executor=args.executor, ray_address=args.ray_address,
                             ray_num_cpus=args.ray_num_cpus, threads=threads, quiet=args.quiet,
@@ -97,6 +101,12 @@ def run(args: argparse.Namespace) -> int:
     except DriverBusy as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        kept = "committed under " + str(runner.results / "_resume") if commit else "in " + str(runner.work)
+        print(f"stopped: finished stages are kept ({kept}); the same command resumes", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"done: {len(progress.done)}/{len(cells)} cells in {_elapsed(progress.t0)}; results in {runner.results}; "
           f"log {log_path}", file=sys.stderr)
     for cell, err in progress.failed.items():
@@ -111,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"\n(all tables and figures: python paper_tables.py --results {runner.results.parent} "
                   f"--preset {recipe.name})")
     return 0
+
+
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _elapsed(t0: float) -> str:

@@ -84,6 +84,9 @@ class CellRunner:
         self.on_stage = on_stage or (lambda cell, stage: None)
         # (cell, detail) within a running stage, e.g. "step 12/93": the progress line shows it, the stage goes on
         self.on_progress: Callable[[Cell, str], None] = lambda cell, detail: None
+        # (cell, stage) after a stage's artefacts are on disk: `run --commit` carries them (repro.driver.carry)
+        self.on_stage_done: Callable[[Cell, str], None] = lambda cell, stage: None
+        self.bench_written: set[Path] = set()      # benchmark score files this runner wrote
         self._running: Cell | None = None         # the cell `run` is computing: generators and scorers report to it
         self._base: Generator | None = None
         self._splits: dict[tuple[str, str], Split] = {}
@@ -215,8 +218,10 @@ class CellRunner:
             self.on_stage(cell, "targets")
             ctx = TargetContext(self.task(cell.task), self.examples(cell.task, "train"), self.base_generator,
                                 self.decoding(cell.task, "predict"), self.decoding(cell.task, "paraphrase"),
-                                cache=self.cache, progress=self.progress)
-            return build(cell.method, ctx, out, extra={"config_hash": h}), False
+                                cache=self.cache, progress=self.progress, on_detail=self._detail)
+            summary = build(cell.method, ctx, out, extra={"config_hash": h})
+        self.on_stage_done(cell, "targets")
+        return summary, False
 
     def train(self, cell: Cell) -> tuple[dict, Path | None]:
         # the training core imports torch, accelerate and peft at module level: loaded only when a cell trains
@@ -255,6 +260,7 @@ class CellRunner:
                 train_log["data"]["token_budget"]["method"] = ref
             train_log["adapter_sha256"] = _adapter_sha(p["train"] / "adapter")
             atomic_write_json(log_path, train_log)
+            self.on_stage_done(cell, "training")
         if train_log.get("skipped"):
             return train_log, None
         return train_log, p["train"] / "adapter"
@@ -278,6 +284,10 @@ class CellRunner:
                                   backend=ev.benchmark_backend, journal=journal, on_progress=self._detail)
         atomic_write_json(path, out)
         journal.unlink(missing_ok=True)             # the scores are in `path` now
+        self.bench_written.add(path)
+        if self._running is not None:
+            self.on_stage_done(self._running, "benchmarks of the " + ("base" if generator.adapter is None else "tuned")
+                               + " model")
         return out
 
     def evaluate(self, cell: Cell, adapter: Path | None) -> dict:
@@ -293,6 +303,7 @@ class CellRunner:
         scores = {n: evaluate_task(self.task(n), self.examples(n, "test"), tuned, self.decoding(n, "predict"),
                                    cache=self.cache, progress=self.progress) for n in names}
         seconds["eval_tasks"] = time.perf_counter() - t0
+        self.on_stage_done(cell, "in-domain answers")
         for n in names:
             scores[n]["headline_metric"] = self.config.tasks[n].headline_metric
         if adapter is not None:

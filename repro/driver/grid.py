@@ -24,6 +24,7 @@ from tabulate import tabulate
 
 from evals.data import DataError
 from methods.registry import get_method, method_ids
+from repro.driver.carry import StageCarry
 from repro.driver.cell import Cell, CellRunner
 from repro.driver.recipes import Recipe
 from repro.runtime.models import CACHE_ENV, cache_root
@@ -225,19 +226,23 @@ class GitCommitter:
     def __call__(self, runner: CellRunner, cell: Cell) -> str | None:
         """Commit the cell's result folder; returns the commit's short hash (None: nothing new to commit)."""
         folder = runner.paths(cell)["result"].resolve()
-        paths = [str(p.relative_to(self.repo)) for p in sorted(folder.iterdir()) if p.is_file()
-                 and not p.name.startswith(".")]
+        paths = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
         if not paths:
             raise RuntimeError(f"--commit: {folder} holds no result files")
+        return self.commit_paths(paths, f"{cell.preset}: cell {cell.label} (repro run --commit)")
+
+    def commit_paths(self, files: Sequence[Path], message: str) -> str | None:
+        """Commit exactly `files` (whatever else is staged stays staged); the short hash, or None when the same
+        bytes are committed already."""
+        paths = [str(Path(p).resolve().relative_to(self.repo)) for p in files]
         r = self._git("add", "--", *paths)
         if r.returncode != 0:
-            raise RuntimeError(f"git add failed for {cell.label}: {r.stderr.strip()}")
+            raise RuntimeError(f"git add failed: {r.stderr.strip()}")
         if self._git("diff", "--cached", "--quiet", "--", *paths).returncode == 0:
             return None                 # the same bytes are committed already
-        msg = f"{cell.preset}: cell {cell.label} (repro run --commit)"
-        r = self._git("commit", "-q", "-m", msg, "--", *paths)
+        r = self._git("commit", "-q", "-m", message, "--", *paths)
         if r.returncode != 0:
-            raise RuntimeError(f"git commit failed for {cell.label}: {(r.stderr or r.stdout).strip()}")
+            raise RuntimeError(f"git commit failed ({message}): {(r.stderr or r.stdout).strip()}")
         return self._git("rev-parse", "--short", "HEAD").stdout.strip()
 
 
@@ -496,6 +501,14 @@ def run_grid(runner: CellRunner, cells: Sequence[Cell], log_path: Path, *, execu
         except BlockingIOError:
             raise DriverBusy(f"another `repro run` of preset {runner.recipe.name} is using {runner.work}") from None
         runner.clean_interrupted_writes()
+        carry = None
+        if commit is not None and executor == "local":   # Ray workers' stages stay in their work folders
+            carry = StageCarry(work=runner.work, cache_root=runner.work.parent / "cache", results=runner.results,
+                               commit=commit.commit_paths,
+                               touched=lambda: runner.cache.written | runner.bench_written)
+            carry.restore()
+            carry.save("stages finished before this run")  # e.g. by a run without --commit on this machine
+            runner.on_stage_done = lambda cell, stage: carry.save(f"{cell.label}: {stage}")
         with output_to_log(log_path) as terminal:
             progress = Progress(cells, status_path=runner.work / "progress.json", stream=terminal,
                                 live=terminal.isatty(), quiet=quiet)
@@ -506,6 +519,10 @@ def run_grid(runner: CellRunner, cells: Sequence[Cell], log_path: Path, *, execu
                             commit=commit)
                 else:
                     run_local(runner, cells, progress, commit=commit)
+            except KeyboardInterrupt:
+                if carry is not None:            # a stopped run keeps what its running stage has generated so far
+                    carry.save("an interrupted stage's generations")
+                raise
             finally:
                 progress.close()
     return progress

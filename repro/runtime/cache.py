@@ -30,6 +30,7 @@ class GenerationCache:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._shards: dict[str, dict[str, dict]] = {}
+        self.written: set[Path] = set()      # the shard files this object appended to (a study carries them)
 
     def _path(self, shard: str) -> Path:
         return self.root / f"{shard}.jsonl"
@@ -87,6 +88,7 @@ class GenerationCache:
                 os.fsync(f.fileno())
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
+        self.written.add(self._path(shard))
         self._load(shard).update(records)
 
     def __len__(self) -> int:

@@ -1,0 +1,145 @@
+"""Stage carry: with `run --commit`, a cell's finished stages are committed too, not only its result, so a fresh
+clone resumes an unfinished cell at the stage it reached instead of at its start. A 1.5B cell on 2 CPU cores runs
+for hours in stages of up to an hour each, and a session ends on a fresh machine whose work folder (runs/) is empty.
+
+After each finished stage its artefacts are copied from the work folder into <results>/<preset>/_resume/ and
+committed (only those paths):
+  work/<task>/<method>/targets/*               a method's targets (shared by its seeds)
+  work/<task>/<method>/seed<k>/train_log.json  + adapter/*: a finished training run (the adapter's few MB)
+  cache/benchmarks/<key>.json                  one model's benchmark scores (the base's serve every tuned cell)
+  cache/generations/<shard>.jsonl              the generations this run added (answers, own answers, paraphrases)
+A run that starts copies back every carried file its work folder lacks; a generation shard is merged (the records
+whose key is missing are appended), so the work copy is always a superset. Stages read only the work copy.
+
+Not carried: training checkpoints and the journals of a stage still running (a killed stage resumes from them on the
+same machine; on a fresh one that stage is redone), and anything of a finished cell that its result already holds.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CARRY_DIR = "_resume"
+# a finished stage's files inside a cell's work folders; checkpoints and journals are left out on purpose
+_SKIP_SUFFIXES = (".lock", ".tmp")
+
+
+def _work_files(work: Path) -> list[Path]:
+    """The finished-stage artefacts under a preset's work folder (targets folders, finished training runs)."""
+    found: list[Path] = []
+    for summary in sorted(work.glob("*/*/targets/targets_summary.json")):   # written last: the stage is done
+        found += [p for p in sorted(summary.parent.iterdir()) if p.is_file() and not p.name.startswith(".")
+                  and not p.name.endswith(_SKIP_SUFFIXES)]
+    for log_path in sorted(work.glob("*/*/seed*/train_log.json")):          # written last: training is done
+        found.append(log_path)
+        adapter = log_path.parent / "adapter"
+        if adapter.is_dir():
+            found += [p for p in sorted(adapter.rglob("*")) if p.is_file()]
+    return found
+
+
+def merge_jsonl(src: Path, dst: Path) -> int:
+    """Append to `dst` the records of `src` whose "key" `dst` lacks (append-only generation shards); returns how
+    many. A torn or unreadable line of either file is skipped, as the cache itself does."""
+    def keyed(path: Path) -> dict[str, str]:
+        out: dict[str, str] = {}
+        if path.is_file():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    out[json.loads(line)["key"]] = line
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue
+        return out
+
+    have, new = keyed(dst), keyed(src)
+    missing = [line for key, line in new.items() if key not in have]
+    if missing:
+        text = dst.read_text(encoding="utf-8") if dst.is_file() else ""
+        sep = "" if not text or text.endswith("\n") else "\n"
+        with open(dst, "a", encoding="utf-8") as f:
+            f.write(sep + "".join(line + "\n" for line in missing))
+    return len(missing)
+
+
+class StageCarry:
+    """Copies finished stages into <results>/<preset>/_resume/ and commits them; restores them into a new work
+    folder. `commit(paths, message)` commits exactly `paths` (repository-relative) and returns the short hash or
+    None when nothing changed (repro.driver.grid.GitCommitter.commit_paths)."""
+
+    def __init__(self, *, work: Path, cache_root: Path, results: Path,
+                 commit: Callable[[list[Path], str], str | None],
+                 touched: Callable[[], Iterable[Path]] = tuple) -> None:
+        self.work = Path(work)                   # <work-dir>/<preset>
+        self.cache_root = Path(cache_root)       # <work-dir>/cache (generations/, benchmarks/)
+        self.root = Path(results) / CARRY_DIR    # <results>/<preset>/_resume
+        self.commit = commit
+        self.touched = touched                   # the cache files this run wrote: only those are carried
+
+    def _pairs(self) -> Iterable[tuple[Path, Path]]:
+        """(work copy, carried copy) of everything that is carried now."""
+        for p in _work_files(self.work):
+            yield p, self.root / "work" / p.relative_to(self.work)
+        for p in sorted(set(self.touched())):
+            if p.is_file():
+                yield p, self.root / "cache" / p.relative_to(self.cache_root)
+
+    def save(self, label: str) -> str | None:
+        """Carry every finished stage whose carried copy is missing or differs, and commit them in one commit.
+        Never fatal: a failed copy or commit is logged, the work copy stays where it is."""
+        changed: list[Path] = []
+        try:
+            for src, dst in self._pairs():
+                if dst.is_file() and dst.stat().st_size == src.stat().st_size and dst.read_bytes() == src.read_bytes():
+                    continue
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                changed.append(dst)
+            if not changed:
+                return None
+            sha = self.commit(changed, f"{self.work.name}: carry {label} (repro run --commit; resumable)")
+            log.info("carried %d file(s) after %s: %s", len(changed), label, sha or "unchanged")
+            return sha
+        except Exception as e:  # noqa: BLE001 - carrying is a convenience: the run goes on without it
+            log.error("carrying %s failed: %s", label, e)
+            return None
+
+    def restore(self) -> int:
+        """Copy into the work folder every carried stage it lacks; returns how many files were written. A stage is
+        restored whole (a targets folder without its summary, a seed folder without its train log, is a stage a
+        kill interrupted: the carried copy replaces it). Generation shards are merged. Called before any cell's
+        state is read."""
+        if not self.root.is_dir():
+            return 0
+        written = 0
+        carried_work = self.root / "work"
+        units = [s.parent for s in carried_work.glob("*/*/targets/targets_summary.json")]
+        units += [s.parent for s in carried_work.glob("*/*/seed*/train_log.json")]
+        for unit in sorted(units):
+            dst_unit = self.work / unit.relative_to(carried_work)
+            marker = "targets_summary.json" if unit.name == "targets" else "train_log.json"
+            if (dst_unit / marker).is_file():
+                continue                        # finished here already: the work copy wins
+            files = [p for p in sorted(unit.rglob("*")) if p.is_file()]
+            for src in [p for p in files if p.name != marker] + [unit / marker]:    # the marker last
+                dst = dst_unit / src.relative_to(unit)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, dst)
+                written += 1
+        for src in sorted((self.root / "cache").rglob("*")):
+            if not src.is_file():
+                continue
+            dst = self.cache_root / src.relative_to(self.root / "cache")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if src.parent.name == "generations":
+                written += merge_jsonl(src, dst) > 0
+            elif not dst.exists():
+                shutil.copyfile(src, dst)
+                written += 1
+        if written:
+            log.info("restored %d carried file(s) from %s", written, self.root)
+        return written

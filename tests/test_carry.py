@@ -1,0 +1,90 @@
+"""repro.driver.carry on plain files: what is carried, what is restored, and that a restore never loses work."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from repro.driver.carry import StageCarry, merge_jsonl
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def _jsonl(*keys: str) -> str:
+    return "".join(json.dumps({"key": k, "text": f"answer {k}"}) + "\n" for k in keys)
+
+
+def _carry(tmp: Path, touched=(), commits=None) -> StageCarry:
+    def commit(paths, message):
+        if commits is not None:
+            commits.append((message, sorted(p.relative_to(tmp).as_posix() for p in paths)))
+        return "abc1234"
+    return StageCarry(work=tmp / "runs" / "p", cache_root=tmp / "runs" / "cache", results=tmp / "results" / "p",
+                      commit=commit, touched=lambda: touched)
+
+
+def test_merge_appends_only_missing_keys_and_skips_torn_lines(tmp_path):
+    src = _write(tmp_path / "a.jsonl", _jsonl("k1", "k2", "k3") + '{"key": "k4", "te')
+    dst = _write(tmp_path / "b.jsonl", _jsonl("k2") + '{"key": "broken')      # torn last line, no newline
+    assert merge_jsonl(src, dst) == 2
+    keys = []
+    for line in dst.read_text().splitlines():
+        try:
+            keys.append(json.loads(line)["key"])
+        except json.JSONDecodeError:
+            continue
+    assert sorted(keys) == ["k1", "k2", "k3"]
+    assert merge_jsonl(src, dst) == 0                                           # idempotent
+
+
+def test_save_carries_finished_stages_only_and_commits_once(tmp_path):
+    work = tmp_path / "runs" / "p"
+    _write(work / "t/sft/targets/targets.jsonl", "{}\n")
+    _write(work / "t/sft/targets/targets_summary.json", "{}")
+    _write(work / "t/s3ft/targets/targets.jsonl", "{}\n")                      # no summary: still building
+    _write(work / "t/sft/seed0/train_log.json", "{}")
+    _write(work / "t/sft/seed0/adapter/adapter_model.safetensors", "weights")
+    _write(work / "t/sft/seed0/checkpoint.pt", "optimizer")                    # a checkpoint: never carried
+    _write(work / "t/sft/seed1/checkpoint.pt", "optimizer")                    # training unfinished
+    shard = _write(tmp_path / "runs/cache/generations/m.jsonl", _jsonl("k1"))
+    _write(tmp_path / "runs/cache/generations/other.jsonl", _jsonl("k9"))      # not this run's
+    commits: list = []
+    carry = _carry(tmp_path, touched={shard}, commits=commits)
+    assert carry.save("x") == "abc1234"
+    assert commits == [("p: carry x (repro run --commit; resumable)", [
+        "results/p/_resume/cache/generations/m.jsonl",
+        "results/p/_resume/work/t/sft/seed0/adapter/adapter_model.safetensors",
+        "results/p/_resume/work/t/sft/seed0/train_log.json",
+        "results/p/_resume/work/t/sft/targets/targets.jsonl",
+        "results/p/_resume/work/t/sft/targets/targets_summary.json"])]
+    assert carry.save("again") is None and len(commits) == 1                    # nothing changed: no commit
+    shard.write_text(_jsonl("k1", "k2"))
+    carry.save("more answers")
+    assert commits[-1][1] == ["results/p/_resume/cache/generations/m.jsonl"]
+
+
+def test_restore_fills_a_fresh_work_folder_and_never_overwrites_finished_work(tmp_path):
+    root = tmp_path / "results/p/_resume"
+    _write(root / "work/t/sft/targets/targets.jsonl", "carried targets\n")
+    _write(root / "work/t/sft/targets/targets_summary.json", "{}")
+    _write(root / "work/t/sft/seed0/train_log.json", '{"carried": true}')
+    _write(root / "work/t/sft/seed0/adapter/adapter_model.safetensors", "carried weights")
+    _write(root / "cache/benchmarks/b.json", "{}")
+    _write(root / "cache/generations/m.jsonl", _jsonl("k1", "k2"))
+    work = tmp_path / "runs/p"
+    # this machine: an sft targets build a kill interrupted (no summary), seed0 finished here differently
+    _write(work / "t/sft/targets/targets.jsonl", "half\n")
+    _write(work / "t/sft/seed0/train_log.json", '{"here": true}')
+    _write(work / "t/sft/seed0/adapter/adapter_model.safetensors", "local weights")
+    _write(tmp_path / "runs/cache/generations/m.jsonl", _jsonl("k2", "k3"))
+    carry = _carry(tmp_path)
+    assert carry.restore() == 4           # 2 targets files, the benchmark scores, the merged shard
+    assert (work / "t/sft/targets/targets.jsonl").read_text() == "carried targets\n"   # the unfinished build replaced
+    assert (work / "t/sft/seed0/train_log.json").read_text() == '{"here": true}'       # finished here: kept
+    assert (work / "t/sft/seed0/adapter/adapter_model.safetensors").read_text() == "local weights"
+    keys = sorted(json.loads(x)["key"] for x in (tmp_path / "runs/cache/generations/m.jsonl").read_text().splitlines())
+    assert keys == ["k1", "k2", "k3"]
+    assert carry.restore() == 0           # idempotent
