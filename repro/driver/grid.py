@@ -51,9 +51,11 @@ def plan(recipe: Recipe, tasks: Sequence[str] | None = None, methods: Sequence[s
         if m not in method_ids():
             raise DataError(f"--methods: unknown method {m!r}; known: {', '.join(method_ids())}")
     cells = [Cell(recipe.name, t, "base", BASE_SEED) for t in tasks if "base" in methods]
-    cells += [Cell(recipe.name, t, m, s) for t in tasks for m in methods if m != "base"
-              for s in recipe.seeds_of(m, None if seeds is None else list(seeds))]
-    return cells
+    trained = [(i, Cell(recipe.name, t, m, s)) for t in tasks for m in methods if m != "base"
+               for i, s in enumerate(recipe.seeds_of(m, None if seeds is None else list(seeds)))]
+    # Seed-major: every method's first seed before any method's second, so a grid that spans sessions has a whole
+    # one-seed comparison committed as early as possible (sorted() is stable: task and method order stay).
+    return cells + [c for _, c in sorted(trained, key=lambda x: x[0])]
 
 
 def _fmt(seconds: float | None) -> str:
