@@ -47,7 +47,7 @@ def test_save_carries_finished_stages_only_and_commits_once(tmp_path):
     _write(work / "t/s3ft/targets/targets.jsonl", "{}\n")                      # no summary: still building
     _write(work / "t/sft/seed0/train_log.json", "{}")
     _write(work / "t/sft/seed0/adapter/adapter_model.safetensors", "weights")
-    _write(work / "t/sft/seed0/checkpoint.pt", "optimizer")                    # a checkpoint: never carried
+    _write(work / "t/sft/seed0/checkpoint.pt", "optimizer")                    # only save_partial carries these
     _write(work / "t/sft/seed1/checkpoint.pt", "optimizer")                    # training unfinished
     shard = _write(tmp_path / "runs/cache/generations/m.jsonl", _jsonl("k1"))
     _write(tmp_path / "runs/cache/generations/other.jsonl", _jsonl("k9"))      # not this run's
@@ -88,3 +88,71 @@ def test_restore_fills_a_fresh_work_folder_and_never_overwrites_finished_work(tm
     keys = sorted(json.loads(x)["key"] for x in (tmp_path / "runs/cache/generations/m.jsonl").read_text().splitlines())
     assert keys == ["k1", "k2", "k3"]
     assert carry.restore() == 0           # idempotent
+
+
+def test_save_partial_carries_a_running_stage_and_drops_it_once_the_stage_is_done(tmp_path, monkeypatch):
+    work, cache = tmp_path / "runs/p", tmp_path / "runs/cache"
+    _write(work / "t/sft/seed1/checkpoint.pt", "step 12")                       # training still running
+    _write(work / "t/sft/seed0/checkpoint.pt", "stale")                        # finished: its log is there
+    _write(work / "t/sft/seed0/train_log.json", "{}")
+    _write(work / "t/s3ft/seed0/checkpoint.pt", "x" * 11)                      # too big for git (limit below)
+    _write(cache / "benchmarks/journal/k1.jsonl", _jsonl("c1"))                # scoring still running
+    _write(cache / "benchmarks/journal/k0.jsonl", _jsonl("c0"))                # its scores exist: done
+    _write(cache / "benchmarks/k0.json", "{}")
+    monkeypatch.setattr("repro.driver.carry.PARTIAL_MAX_BYTES", 10)
+    commits: list = []
+    carry = _carry(tmp_path, commits=commits)
+    carry.save_partial("running")
+    assert commits[-1][1] == ["results/p/_resume/cache/benchmarks/journal/k1.jsonl",
+                              "results/p/_resume/work/t/sft/seed0/train_log.json",
+                              "results/p/_resume/work/t/sft/seed1/checkpoint.pt"]
+    assert carry.save("a stage") is None                                        # nothing changed, nothing dropped
+    # training and scoring finish: the next save drops their carried resume points (committed as deletions)
+    _write(work / "t/sft/seed1/train_log.json", "{}")
+    (work / "t/sft/seed1/checkpoint.pt").unlink()
+    _write(cache / "benchmarks/k1.json", "{}")
+    carry.save("done")
+    root = tmp_path / "results/p/_resume"
+    assert not (root / "work/t/sft/seed1/checkpoint.pt").exists()
+    assert not (root / "cache/benchmarks/journal/k1.jsonl").exists()
+    assert {"results/p/_resume/work/t/sft/seed1/checkpoint.pt",
+            "results/p/_resume/cache/benchmarks/journal/k1.jsonl"} <= set(commits[-1][1])
+
+
+def test_restore_resumes_a_carried_checkpoint_only_where_nothing_newer_is_here(tmp_path):
+    root = tmp_path / "results/p/_resume"
+    _write(root / "work/t/sft/seed1/checkpoint.pt", "carried step 12")
+    _write(root / "work/t/sft/seed2/checkpoint.pt", "carried step 3")
+    _write(root / "work/t/sft/seed3/checkpoint.pt", "carried step 9")
+    _write(root / "cache/benchmarks/journal/k1.jsonl", _jsonl("c1"))
+    work = tmp_path / "runs/p"
+    _write(work / "t/sft/seed2/checkpoint.pt", "local step 5")                  # this machine got further
+    _write(work / "t/sft/seed3/train_log.json", "{}")                           # finished here
+    carry = _carry(tmp_path)
+    assert carry.restore() == 2                                                 # seed1's checkpoint, the journal
+    assert (work / "t/sft/seed1/checkpoint.pt").read_text() == "carried step 12"
+    assert (work / "t/sft/seed2/checkpoint.pt").read_text() == "local step 5"
+    assert not (work / "t/sft/seed3/checkpoint.pt").exists()
+    assert (tmp_path / "runs/cache/benchmarks/journal/k1.jsonl").read_text() == _jsonl("c1")
+    assert carry.restore() == 0
+
+
+def test_every_acts_at_most_once_per_interval(monkeypatch):
+    from repro.driver import grid
+    now = [100.0]
+    monkeypatch.setattr(grid.time, "monotonic", lambda: now[0])
+    calls: list = []
+    tick = grid._every(60, calls.append)
+    tick("a")
+    now[0] += 59
+    tick("b")
+    now[0] += 2
+    tick("c")
+    tick("d")
+    now[0] += 61
+    tick("e")
+    assert calls == ["c", "e"]
+    never = grid._every(0, calls.append)
+    now[0] += 1e6
+    never("x")
+    assert calls == ["c", "e"]

@@ -36,8 +36,9 @@ def repo(tmp_path):
 
 
 def test_each_cell_is_committed_and_a_fresh_clone_resumes(repo, tmp_path, data_dir):
+    # --carry-every 0.0001 min: every progress report carries the running stage's resume points
     proc = run_repro("run", *CELLS, "--data-dir", str(data_dir), "--work-dir", str(repo / "runs"),
-                     "--results-dir", str(repo / "results"), "--commit")
+                     "--results-dir", str(repo / "results"), "--commit", "--carry-every", "0.0001")
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = git(repo, "log", "--format=%s").splitlines()
     assert [m for m in log if ": cell " in m] == ["smoke: cell squad/sft/seed0 (repro run --commit)",
@@ -46,6 +47,11 @@ def test_each_cell_is_committed_and_a_fresh_clone_resumes(repo, tmp_path, data_d
     carried = [m for m in log if ": carry " in m]
     assert any("squad/sft/seed0: targets" in m for m in carried)
     assert any("squad/sft/seed0: training" in m for m in carried)
+    assert any(": its running stage" in m for m in carried)
+    carried_now = git(repo, "ls-files", "results/smoke/_resume").split()
+    assert not any("checkpoint" in f or "journal" in f for f in carried_now)   # their stages finished: dropped
+    journals = git(repo, "log", "--format=", "--name-status", "--", "results/smoke/_resume/cache/benchmarks/journal")
+    assert "A\t" in journals and "D\t" in journals, journals               # carried, then dropped
     for i, m in enumerate(log):
         if ": carry " in m:             # a stage's files only, all under _resume/
             files = git(repo, "show", "--name-only", "--format=", f"HEAD~{i}").split()

@@ -27,6 +27,17 @@ def positive_int(text: str) -> int:
     return n
 
 
+def minutes(text: str) -> float:
+    """argparse type of an interval in minutes: a finite number >= 0."""
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not (0 <= x < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a number of minutes >= 0, got {text}")
+    return x
+
+
 def check_model(name: str | None) -> None:
     """A model name that names no model is an input mistake: one line, before any folder is made or model loads."""
     if name is None:

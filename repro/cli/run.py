@@ -11,7 +11,7 @@ from evals.data import DataError
 from repro.cli import options
 from repro.cli.doctor import lines
 from repro.driver.cell import CellRunner
-from repro.driver.grid import DriverBusy, GitCommitter, dry_run, plan, run_grid
+from repro.driver.grid import CARRY_EVERY_S, DriverBusy, GitCommitter, dry_run, plan, run_grid
 from repro.driver.judging import require_sandbox
 from repro.driver.recipes import check_file_tasks, load_recipe
 from repro.report import run_summary
@@ -48,6 +48,11 @@ def add_parser(sub) -> None:
                          "<results>/<preset>/_resume/, so a long run survives a killed session and a fresh clone "
                          "resumes at the stage it reached; needs --results-dir inside the repository and not "
                          "ignored (e.g. results)")
+    sp.add_argument("--carry-every", type=options.minutes, default=CARRY_EVERY_S / 60, metavar="MINUTES",
+                    help="with --commit, also commit the running stage's resume points (its generations so far, its "
+                         "training checkpoint, its benchmark journal) at most this often, so a session killed "
+                         "without warning loses at most these minutes of that stage (default %(default)g; 0: only "
+                         "at the end of each stage and when stopped)")
     sp.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     options.add_common(sp)
     sp.set_defaults(func=run)
@@ -97,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         progress = run_grid(runner, cells, log_path, executor=args.executor, ray_address=args.ray_address,
                             ray_num_cpus=args.ray_num_cpus, threads=threads, quiet=args.quiet,
-                            commit=commit)
+                            commit=commit, carry_every_s=60 * args.carry_every)
     except DriverBusy as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -11,8 +11,14 @@ committed (only those paths):
 A run that starts copies back every carried file its work folder lacks; a generation shard is merged (the records
 whose key is missing are appended), so the work copy is always a superset. Stages read only the work copy.
 
-Not carried: training checkpoints and the journals of a stage still running (a killed stage resumes from them on the
-same machine; on a fresh one that stage is redone), and anything of a finished cell that its result already holds.
+A stage still running is carried too, every few minutes and when the run is stopped (`save_partial`): the generations
+it has added so far, its training checkpoint (work/<task>/<method>/seed<k>/checkpoint.pt, a LoRA run's few MB) and
+its benchmark journal (cache/benchmarks/journal/<key>.jsonl), so a session killed without warning loses at most
+those minutes, not the stage. A carried checkpoint or journal is deleted again (in the next commit) once its stage
+has finished: it would only resume a stage that is done.
+
+Not carried: anything of a finished cell that its result already holds, and a checkpoint larger than
+PARTIAL_MAX_BYTES (a full fine-tune's optimiser state does not belong in git; that stage is redone on a new machine).
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 CARRY_DIR = "_resume"
+PARTIAL_MAX_BYTES = 64 * 2**20
 # a finished stage's files inside a cell's work folders; checkpoints and journals are left out on purpose
 _SKIP_SUFFIXES = (".lock", ".tmp")
 
@@ -40,6 +47,16 @@ def _work_files(work: Path) -> list[Path]:
         adapter = log_path.parent / "adapter"
         if adapter.is_dir():
             found += [p for p in sorted(adapter.rglob("*")) if p.is_file()]
+    return found
+
+
+def _partial_files(work: Path, cache_root: Path) -> list[Path]:
+    """The resume points of stages still running: training checkpoints of seeds without a train log, benchmark
+    journals without their score file."""
+    found = [c for c in sorted(work.glob("*/*/seed*/checkpoint.pt"))
+             if not (c.parent / "train_log.json").is_file() and c.stat().st_size <= PARTIAL_MAX_BYTES]
+    found += [j for j in sorted((cache_root / "benchmarks" / "journal").glob("*.jsonl"))
+              if not (cache_root / "benchmarks" / f"{j.stem}.json").is_file()]
     return found
 
 
@@ -80,25 +97,50 @@ class StageCarry:
         self.commit = commit
         self.touched = touched                   # the cache files this run wrote: only those are carried
 
-    def _pairs(self) -> Iterable[tuple[Path, Path]]:
+    def _carried(self, p: Path) -> Path:
+        if p.is_relative_to(self.work):
+            return self.root / "work" / p.relative_to(self.work)
+        return self.root / "cache" / p.relative_to(self.cache_root)
+
+    def _pairs(self, partial: bool) -> Iterable[tuple[Path, Path]]:
         """(work copy, carried copy) of everything that is carried now."""
         for p in _work_files(self.work):
-            yield p, self.root / "work" / p.relative_to(self.work)
+            yield p, self._carried(p)
         for p in sorted(set(self.touched())):
             if p.is_file():
-                yield p, self.root / "cache" / p.relative_to(self.cache_root)
+                yield p, self._carried(p)
+        if partial:
+            for p in _partial_files(self.work, self.cache_root):
+                yield p, self._carried(p)
 
-    def save(self, label: str) -> str | None:
-        """Carry every finished stage whose carried copy is missing or differs, and commit them in one commit.
-        Never fatal: a failed copy or commit is logged, the work copy stays where it is."""
+    def _finished_partials(self) -> list[Path]:
+        """Carried checkpoints and journals whose stage has finished since (here or in the carried copy)."""
+        done = []
+        for c in sorted((self.root / "work").glob("*/*/seed*/checkpoint.pt")):
+            rel = c.parent.relative_to(self.root / "work")
+            if (c.parent / "train_log.json").is_file() or (self.work / rel / "train_log.json").is_file():
+                done.append(c)
+        for j in sorted((self.root / "cache" / "benchmarks" / "journal").glob("*.jsonl")):
+            scores = f"{j.stem}.json"
+            if (j.parent.parent / scores).is_file() or (self.cache_root / "benchmarks" / scores).is_file():
+                done.append(j)
+        return done
+
+    def save(self, label: str, *, partial: bool = False) -> str | None:
+        """Carry every finished stage whose carried copy is missing or differs (with `partial`, also the resume
+        points of the stage still running), drop carried resume points whose stage has finished, and commit it all
+        in one commit. Never fatal: a failed copy or commit is logged, the work copy stays where it is."""
         changed: list[Path] = []
         try:
-            for src, dst in self._pairs():
+            for src, dst in self._pairs(partial):
                 if dst.is_file() and dst.stat().st_size == src.stat().st_size and dst.read_bytes() == src.read_bytes():
                     continue
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
                 changed.append(dst)
+            for stale in self._finished_partials():
+                stale.unlink()
+                changed.append(stale)           # committed as a deletion
             if not changed:
                 return None
             sha = self.commit(changed, f"{self.work.name}: carry {label} (repro run --commit; resumable)")
@@ -107,6 +149,10 @@ class StageCarry:
         except Exception as e:  # noqa: BLE001 - carrying is a convenience: the run goes on without it
             log.error("carrying %s failed: %s", label, e)
             return None
+
+    def save_partial(self, label: str) -> str | None:
+        """`save`, plus the resume points of the stage still running (module docstring)."""
+        return self.save(label, partial=True)
 
     def restore(self) -> int:
         """Copy into the work folder every carried stage it lacks; returns how many files were written. A stage is
@@ -117,6 +163,14 @@ class StageCarry:
             return 0
         written = 0
         carried_work = self.root / "work"
+        # a carried checkpoint of training that has not finished anywhere: resumed from unless this machine has one
+        for ckpt in sorted(carried_work.glob("*/*/seed*/checkpoint.pt")):
+            dst_seed = self.work / ckpt.parent.relative_to(carried_work)
+            finished = (ckpt.parent / "train_log.json").is_file() or (dst_seed / "train_log.json").is_file()
+            if not finished and not (dst_seed / ckpt.name).is_file():
+                dst_seed.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(ckpt, dst_seed / ckpt.name)
+                written += 1
         units = [s.parent for s in carried_work.glob("*/*/targets/targets_summary.json")]
         units += [s.parent for s in carried_work.glob("*/*/seed*/train_log.json")]
         for unit in sorted(units):

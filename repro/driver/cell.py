@@ -84,6 +84,9 @@ class CellRunner:
         self.on_stage = on_stage or (lambda cell, stage: None)
         # (cell, detail) within a running stage, e.g. "step 12/93": the progress line shows it, the stage goes on
         self.on_progress: Callable[[Cell, str], None] = lambda cell, detail: None
+        # called with every such report: `run --commit` carries the running stage's resume points from it, every
+        # few minutes (repro.driver.carry, save_partial); a stage with reports is a stage worth resuming
+        self.on_tick: Callable[[Cell], None] = lambda cell: None
         # (cell, stage) after a stage's artefacts are on disk: `run --commit` carries them (repro.driver.carry)
         self.on_stage_done: Callable[[Cell, str], None] = lambda cell, stage: None
         self.bench_written: set[Path] = set()      # benchmark score files this runner wrote
@@ -151,7 +154,11 @@ class CellRunner:
     def _detail(self, text: str) -> None:
         """Progress within the running cell's stage (generation batches, benchmark chunks) for its progress line."""
         if self._running is not None:
-            self.on_progress(self._running, text)
+            self._report(self._running, text)
+
+    def _report(self, cell: Cell, text: str) -> None:
+        self.on_progress(cell, text)
+        self.on_tick(cell)
 
     def base_generator(self) -> Generator:
         if self._base is None:
@@ -249,7 +256,7 @@ class CellRunner:
             self.on_stage(cell, "train")
 
             def on_step(record: dict) -> None:
-                self.on_progress(cell, f"step {record['step']}/{record['total_steps']}, loss {record['loss']:.4f}")
+                self._report(cell, f"step {record['step']}/{record['total_steps']}, loss {record['loss']:.4f}")
 
             # A checkpoint in p["train"] of this same run (a killed earlier attempt) is resumed from (methods.train).
             with hf_stage():                          # a vLLM engine sleeps while training has the GPU
@@ -357,7 +364,7 @@ class CellRunner:
         if not texts:
             return None
         return {**kl_on_texts(hf_tuned, tokenizer, texts, base=base_model(),
-                              on_item=lambda i, n: self.on_progress(cell, f"cross-domain KL text {i}/{n}")),
+                              on_item=lambda i, n: self._report(cell, f"cross-domain KL text {i}/{n}")),
                 "benchmarks": names}
 
     def _forgetting_answers(self, cell: Cell) -> tuple[list, list]:
@@ -377,7 +384,7 @@ class CellRunner:
         return {**forgetting_signal(hf_tuned, tokenizer, prompts, [o.text for o in own],
                                     [task.gold_response(ex) for ex in exs], base=base_model,
                                     base_truncated=[o.finish_reason == "length" for o in own],
-                                    on_item=lambda i, n: self.on_progress(cell, f"in-task KL prompt {i}/{n}")),
+                                    on_item=lambda i, n: self._report(cell, f"in-task KL prompt {i}/{n}")),
                 "scope": "in-task: held-out prompts of the cell's own task"}
 
     # --- the whole cell ---------------------------------------------------------------------------------------

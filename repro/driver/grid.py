@@ -36,6 +36,7 @@ from repro.runtime.threads import THREADS_ENV, pin_threads
 log = logging.getLogger(__name__)
 
 BASE_SEED = 0    # the base model has no seed: its cells are always seed 0
+CARRY_EVERY_S = 15 * 60.0  # `run --commit` carries a running stage's resume points at most this often (carry.py)
 DETAIL_EVERY_S = 60.0   # a non-live progress display prints within-stage progress (training steps) at most this often
 
 
@@ -487,9 +488,21 @@ class DriverBusy(RuntimeError):
     """Another driver process holds the preset's work folder."""
 
 
+def _every(seconds: float, action: Callable[[Cell], object]) -> Callable[[Cell], None]:
+    """`action` at most once per `seconds` (the clock starts when this is made); never if `seconds` <= 0."""
+    last = [time.monotonic()]
+
+    def tick(cell: Cell) -> None:
+        now = time.monotonic()
+        if seconds > 0 and now - last[0] >= seconds:
+            action(cell)
+            last[0] = time.monotonic()     # after the commit: a slow commit does not shorten the next wait
+    return tick
+
+
 def run_grid(runner: CellRunner, cells: Sequence[Cell], log_path: Path, *, executor: str = "local",
              ray_address: str | None = None, ray_num_cpus: int | None = None, threads: int | None = None,
-             quiet: bool = False, commit=None) -> Progress:
+             quiet: bool = False, commit=None, carry_every_s: float = CARRY_EVERY_S) -> Progress:
     """Run `cells` with the local or the Ray executor and return the finished Progress (done and failed cells).
 
     Holds the preset's driver lock for the whole run: two drivers of one preset would write the same files, and
@@ -511,6 +524,7 @@ def run_grid(runner: CellRunner, cells: Sequence[Cell], log_path: Path, *, execu
             carry.restore()
             carry.save("stages finished before this run")  # e.g. by a run without --commit on this machine
             runner.on_stage_done = lambda cell, stage: carry.save(f"{cell.label}: {stage}")
+            runner.on_tick = _every(carry_every_s, lambda cell: carry.save_partial(f"{cell.label}: its running stage"))
         with output_to_log(log_path) as terminal:
             progress = Progress(cells, status_path=runner.work / "progress.json", stream=terminal,
                                 live=terminal.isatty(), quiet=quiet)
@@ -522,8 +536,8 @@ def run_grid(runner: CellRunner, cells: Sequence[Cell], log_path: Path, *, execu
                 else:
                     run_local(runner, cells, progress, commit=commit)
             except KeyboardInterrupt:
-                if carry is not None:            # a stopped run keeps what its running stage has generated so far
-                    carry.save("an interrupted stage's generations")
+                if carry is not None:            # a stopped run keeps what its running stage has done so far
+                    carry.save_partial("an interrupted stage's resume points")
                 raise
             finally:
                 progress.close()
