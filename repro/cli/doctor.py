@@ -10,7 +10,7 @@ from pathlib import Path
 from evals.data import CHECKSUM_FILE, _expected_checksums, file_sha256
 from evals.judges import sandbox
 from repro.cli import options
-from repro.runtime import generate
+from repro.runtime import generate, provenance
 from repro.runtime.models import OFFLINE, cache_root
 
 
@@ -65,8 +65,12 @@ def device_line() -> str:
     if torch.cuda.is_available():
         return (f"cuda: {torch.cuda.device_count()} x {torch.cuda.get_device_name(0)} (torch {torch.__version__}, "
                 f"CUDA {torch.version.cuda})")
-    return (f"cpu: {os.cpu_count()} cores, torch {torch.__version__} with {torch.get_num_threads()} threads "
-            f"(no GPU)")
+    cpu = provenance.cpu_info()
+    bf16 = {"native": f"bf16 native ({', '.join(f for f in cpu['cpu_flags'] if f in provenance.BF16_FLAGS)})",
+            "emulated": "bf16 emulated (no avx512_bf16/amx_bf16: bf16 matmuls slower than fp32 here)"}
+    return (f"cpu: {os.cpu_count()} cores ({cpu.get('cpu', '?')}, family {cpu.get('cpu_family', '?')} model "
+            f"{cpu.get('cpu_model', '?')}), {bf16.get(cpu.get('cpu_bf16'), 'bf16 support unknown')}; torch "
+            f"{torch.__version__} with {torch.get_num_threads()} threads (no GPU)")
 
 
 def generation_line() -> str:

@@ -15,7 +15,7 @@ from repro.driver.grid import CARRY_EVERY_S, DriverBusy, GitCommitter, dry_run, 
 from repro.driver.judging import require_sandbox
 from repro.driver.recipes import check_file_tasks, load_recipe
 from repro.report import run_summary
-from repro.runtime import generate
+from repro.runtime import generate, models, provenance
 from repro.runtime.runlog import tail
 from repro.runtime.threads import pin_threads
 
@@ -66,6 +66,27 @@ def generation_of(runner: CellRunner) -> str:
     return f"hf ({generate.default_dtype()})"
 
 
+def bf16_warning(runner: CellRunner, cells) -> str | None:
+    """A warning when the preset computes in bf16 on a CPU without bf16 instructions: it still runs, but its bf16
+    stages run emulated, several times slower than fp32 (benchmarks/cpu_dtype.py), which a grid sized on a CPU
+    with AVX512-BF16 did not plan for. None on a GPU, on a CPU with them, or when nothing is bf16."""
+    if models.default_device() != "cpu" or provenance.cpu_info().get("cpu_bf16") != "emulated":
+        return None
+    uses = []
+    if runner.backend == "vllm" and generation_of(runner) == "vllm (bfloat16)":
+        uses.append("generates in bf16 (generation.vllm.dtype)")
+    precision = runner.config.train.resolved_precision(use_cuda=False)
+    if precision != "fp32" and any(runner.config.trains(c.method) for c in cells):
+        uses.append(f"trains under {precision} (train.precision)")
+    if not uses:
+        return None
+    cpu = provenance.cpu_info()
+    return (f"warning: preset {runner.recipe.name} {' and '.join(uses)}, but this CPU ({cpu.get('cpu')}, family "
+            f"{cpu.get('cpu_family')} model {cpu.get('cpu_model')}) has no bf16 instructions (avx512_bf16, amx_bf16): "
+            f"those stages run emulated here, several times slower than fp32; `python -m benchmarks.cpu_dtype` "
+            f"measures by how much")
+
+
 def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.preset, args.overrides)
     options.check_model(recipe.model)
@@ -89,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
     say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     for line in lines(data_dir):
         say(line)
+    warning = bf16_warning(runner, cells)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)      # even with --quiet: it explains a slow run
     try:
         commit = GitCommitter(runner.results.parent) if args.commit else None    # refuses an ignored folder up front
     except RuntimeError as e:

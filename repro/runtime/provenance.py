@@ -33,13 +33,39 @@ def versions() -> dict[str, str]:
     return out
 
 
+#: CPU instruction-set extensions a run's speed (and bf16 arithmetic) depends on, recorded when present
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "bf16")
+#: the flags that make bf16 matmuls native: AVX512-BF16 or AMX (x86), the BF16 extension (aarch64 "Features")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict:
+    """Model name, family/model numbers and the CPU_FLAGS present, from /proc/cpuinfo (or `cpuinfo`, its text);
+    "cpu_bf16" says whether bf16 matmuls run on native instructions here ("native") or are emulated in fp32
+    ("emulated": on a Zen 3 EPYC, 2-5x slower than fp32, where AVX512-BF16 CPUs run them faster than fp32;
+    benchmarks/cpu_dtype.py measures it). Empty where /proc/cpuinfo cannot be read."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    names = {"model name": "cpu", "cpu family": "cpu_family", "model": "cpu_model"}
+    info: dict = {}
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():          # one block per core: the first core's values
+        key, _, value = (x.strip() for x in line.partition(":"))
+        if key in names:
+            info.setdefault(names[key], value)
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+    info["cpu_flags"] = [f for f in CPU_FLAGS if f in flags]
+    info["cpu_bf16"] = "native" if flags & set(BF16_FLAGS) else "emulated"
+    return info
+
+
 def hardware() -> dict:
     info: dict = {"platform": platform.platform(), "machine": platform.machine(), "cpu_count": os.cpu_count()}
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
+    info.update(cpu_info())
     with contextlib.suppress(OSError, ValueError):
         info["memory_gib"] = round(int(Path("/proc/meminfo").read_text().split()[1]) / 2**20, 1)
     try:
