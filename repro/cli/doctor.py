@@ -67,7 +67,7 @@ def device_line() -> str:
                 f"CUDA {torch.version.cuda})")
     cpu = provenance.cpu_info()
     bf16 = {"native": f"bf16 native ({', '.join(f for f in cpu['cpu_flags'] if f in provenance.BF16_FLAGS)})",
-            "emulated": "bf16 emulated (no avx512_bf16/amx_bf16: bf16 matmuls slower than fp32 here)"}
+            "emulated": "bf16 emulated (no avx512_bf16/amx_bf16; python -m benchmarks.cpu_dtype measures its cost)"}
     return (f"cpu: {os.cpu_count()} cores ({cpu.get('cpu', '?')}, family {cpu.get('cpu_family', '?')} model "
             f"{cpu.get('cpu_model', '?')}), {bf16.get(cpu.get('cpu_bf16'), 'bf16 support unknown')}; torch "
             f"{torch.__version__} with {torch.get_num_threads()} threads (no GPU)")

@@ -51,8 +51,8 @@ def add_parser(sub) -> None:
     sp.add_argument("--carry-every", type=options.minutes, default=CARRY_EVERY_S / 60, metavar="MINUTES",
                     help="with --commit, also commit the running stage's resume points (its generations so far, its "
                          "training checkpoint, its benchmark journal) at most this often, so a session killed "
-                         "without warning loses at most these minutes of that stage (default %(default)g; 0: only "
-                         "at the end of each stage and when stopped)")
+                         "without warning loses these minutes plus the unfinished chunk, not the stage (default "
+                         "%(default)g; 0: only at the end of each stage and when stopped)")
     sp.add_argument("overrides", nargs="*", help="recipe overrides key=value")
     options.add_common(sp)
     sp.set_defaults(func=run)

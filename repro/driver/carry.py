@@ -14,8 +14,9 @@ whose key is missing are appended), so the work copy is always a superset. Stage
 A stage still running is carried too, every few minutes and when the run is stopped (`save_partial`): the generations
 it has added so far, its training checkpoint (work/<task>/<method>/seed<k>/checkpoint.pt, a LoRA run's few MB) and
 its benchmark journal (cache/benchmarks/journal/<key>.jsonl), so a session killed without warning loses at most
-those minutes, not the stage. A carried checkpoint or journal is deleted again (in the next commit) once its stage
-has finished: it would only resume a stage that is done.
+those minutes plus the chunk, checkpoint interval or scoring chunk it was in, not the whole stage. A carried
+checkpoint or journal is deleted again (in the next commit) once its stage has finished: it would only resume a
+stage that is done.
 
 Not carried: anything of a finished cell that its result already holds, and a checkpoint larger than
 PARTIAL_MAX_BYTES (a full fine-tune's optimiser state does not belong in git; that stage is redone on a new machine).
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 CARRY_DIR = "_resume"
 PARTIAL_MAX_BYTES = 64 * 2**20
-# a finished stage's files inside a cell's work folders; checkpoints and journals are left out on purpose
+# never carried: locks and the temporaries of atomic writes (a running stage's resume points: _partial_files)
 _SKIP_SUFFIXES = (".lock", ".tmp")
 
 

@@ -42,8 +42,9 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 def cpu_info(cpuinfo: str | None = None) -> dict:
     """Model name, family/model numbers and the CPU_FLAGS present, from /proc/cpuinfo (or `cpuinfo`, its text);
     "cpu_bf16" says whether bf16 matmuls run on native instructions here ("native") or are emulated in fp32
-    ("emulated": on a Zen 3 EPYC, 2-5x slower than fp32, where AVX512-BF16 CPUs run them faster than fp32;
-    benchmarks/cpu_dtype.py measures it). Empty where /proc/cpuinfo cannot be read."""
+    ("emulated": on a Zen 3 EPYC 1.5-10x slower than fp32 at 32-512 rows, where AVX512-BF16 CPUs ran the qwen
+    presets' bf16 stages 1.6-2x faster than fp32; benchmarks/cpu_dtype.py measures it). Empty where /proc/cpuinfo
+    cannot be read."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
