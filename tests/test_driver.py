@@ -4,6 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -96,6 +97,28 @@ def test_dry_run_reports_every_cell_done(smoke_results, data_dir):
                      "--work-dir", str(smoke_results.parent / "runs"), "--results-dir", str(smoke_results))
     assert proc.returncode == 0, proc.stderr
     assert "18 cells: 18 done, 0 trained, 0 targets, 0 todo" in proc.stdout
+
+
+def test_a_run_never_replaces_another_configurations_result_unasked(smoke_results, data_dir, tmp_path):
+    """An override that changes the cells' hash (here the LoRA rank) would retrain and overwrite the committed
+    results of the preset's own configuration: the run stops first and names the file; --overwrite replaces it."""
+    results = tmp_path / "results"
+    shutil.copytree(smoke_results, results)
+    sft = results / "smoke/squad/sft/seed0/result.json"
+    before = sft.read_bytes()
+    args = ["run", "--preset", "smoke", "--tasks", "squad", "--methods", "sft", "--seeds", "0", "--data-dir",
+            str(data_dir), "--work-dir", str(tmp_path / "runs"), "--results-dir", str(results), "--quiet",
+            "train.lora_r=4"]
+    dry = run_repro(*args, "--dry-run")
+    assert dry.returncode == 0 and f"{sft} holds a result of another configuration" in dry.stdout, dry.stdout
+    refused = run_repro(*args)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert refused.stderr.startswith(f"error: {sft} holds a result of another configuration (config_hash ")
+    assert "--overwrite" in refused.stderr and sft.read_bytes() == before
+    assert not [*(tmp_path / "runs").rglob("run.log"), *(tmp_path / "runs").rglob("adapter")]  # before any work
+    replaced = run_repro(*args, "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr[-2000:]
+    assert json.loads(sft.read_text())["training"]["config"]["lora_r"] == 4
 
 
 def _run_args(root: Path, data_dir: Path, *extra: str) -> list[str]:

@@ -11,7 +11,16 @@ from evals.data import DataError
 from repro.cli import options
 from repro.cli.doctor import lines
 from repro.driver.cell import CellRunner
-from repro.driver.grid import CARRY_EVERY_S, DriverBusy, GitCommitter, dry_run, plan, run_grid
+from repro.driver.grid import (
+    CARRY_EVERY_S,
+    DriverBusy,
+    GitCommitter,
+    dry_run,
+    foreign_results,
+    plan,
+    replaces_message,
+    run_grid,
+)
 from repro.driver.judging import require_sandbox
 from repro.driver.recipes import check_file_tasks, load_recipe
 from repro.report import run_summary
@@ -48,6 +57,9 @@ def add_parser(sub) -> None:
                          "<results>/<preset>/_resume/, so a long run survives a killed session and a fresh clone "
                          "resumes at the stage it reached; needs --results-dir inside the repository and not "
                          "ignored (e.g. results)")
+    sp.add_argument("--overwrite", action="store_true",
+                    help="replace results of another configuration (other overrides or changed stage code) in the "
+                         "chosen cells' folders; without it such a run stops before any work and names the file")
     sp.add_argument("--carry-every", type=options.minutes, default=CARRY_EVERY_S / 60, metavar="MINUTES",
                     help="with --commit, also commit the running stage's resume points (its generations so far, its "
                          "training checkpoint, its benchmark journal) at most this often, so a session killed "
@@ -106,6 +118,10 @@ def run(args: argparse.Namespace) -> int:
                   f" (this preset uses {min(s.get('train') or n_train, n_train)} / {min(s.get('test') or n_test, n_test)})")
         dry_run(runner, cells)
         return 0
+    foreign = foreign_results(runner, cells)
+    if foreign and not args.overwrite:          # a committed study's cells are not replaced by an override's by accident
+        print(f"error: {replaces_message(foreign)}", file=sys.stderr)
+        return 2
     threads = pin_threads(args.threads)
     say = (lambda *a: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     for line in lines(data_dir):

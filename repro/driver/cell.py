@@ -196,6 +196,15 @@ class CellRunner:
                 "result": self.results / cell.task / cell.method / f"seed{cell.seed}"}
 
     # --- state ------------------------------------------------------------------------------------------------
+    def foreign_result(self, cell: Cell) -> str | None:
+        """The config hash of a valid result in this cell's folder that another configuration wrote (other overrides,
+        or code whose stage hashes changed): running the cell would replace it. None when there is none."""
+        result = self.paths(cell)["result"] / "result.json"
+        if not result.is_file() or validate_result(result):
+            return None
+        found = read_json(result)["cell"]["config_hash"]
+        return None if found == self.cell_hash(cell) else found
+
     def state(self, cell: Cell) -> str:
         """"done" (valid result with this config), else how far the artefacts go: "trained", "targets", "todo"."""
 

@@ -202,6 +202,28 @@ def dry_run(runner: CellRunner, cells: Sequence[Cell], stream=sys.stdout) -> Non
     print(tabulate(rows, headers=["task", "method", "seed", "state", "result folder"]), file=stream)
     counts = {s: sum(r[3] == s for r in rows) for s in ("done", "trained", "targets", "todo")}
     print(f"\n{len(cells)} cells: " + ", ".join(f"{n} {s}" for s, n in counts.items()), file=stream)
+    foreign = foreign_results(runner, cells)
+    if foreign:
+        print(f"\n{replaces_message(foreign)}", file=stream)
+
+
+def foreign_results(runner: CellRunner, cells: Sequence[Cell]) -> list[tuple[Path, str, str]]:
+    """(result file, its config hash, this run's) of every cell whose folder holds another configuration's result."""
+    out = []
+    for c in cells:
+        found = runner.foreign_result(c)
+        if found is not None:
+            out.append((runner.paths(c)["result"] / "result.json", found, runner.cell_hash(c)))
+    return out
+
+
+def replaces_message(foreign: Sequence[tuple[Path, str, str]]) -> str:
+    """What running would replace, and the ways out: keep both (another results folder) or replace on purpose."""
+    path, found, ours = foreign[0]
+    more = f" and {len(foreign) - 1} more cell(s)" if len(foreign) > 1 else ""
+    return (f"{path} holds a result of another configuration (config_hash {found}; this run's: {ours}){more}: running "
+            f"would replace it. Keep both with another --results-dir (or a preset of your own), or pass --overwrite "
+            f"to replace it")
 
 
 class GitCommitter:
