@@ -82,17 +82,18 @@ def bf16_warning(runner: CellRunner, cells) -> str | None:
     """A warning when the preset computes in bf16 on a CPU without bf16 instructions: it still runs, but its bf16
     stages run emulated, several times slower than fp32 (benchmarks/cpu_dtype.py), which a grid sized on a CPU
     with AVX512-BF16 did not plan for. None on a GPU, on a CPU with them, or when nothing is bf16."""
-    if models.default_device() != "cpu" or provenance.cpu_info().get("cpu_bf16") != "emulated":
+    cpu = provenance.cpu_info()
+    if models.default_device() != "cpu" or cpu.get("cpu_bf16") != "emulated":
         return None
     uses = []
-    if runner.backend == "vllm" and generation_of(runner) == "vllm (bfloat16)":
+    if runner.backend == "vllm" and generate.engine_settings(
+            runner.config.model, runner.config.generation.vllm or {})["dtype"] == "bfloat16":
         uses.append("generates in bf16 (generation.vllm.dtype)")
     precision = runner.config.train.resolved_precision(use_cuda=False)
     if precision != "fp32" and any(runner.config.trains(c.method) for c in cells):
         uses.append(f"trains under {precision} (train.precision)")
     if not uses:
         return None
-    cpu = provenance.cpu_info()
     return (f"warning: preset {runner.recipe.name} {' and '.join(uses)}, but this CPU ({cpu.get('cpu')}, family "
             f"{cpu.get('cpu_family')} model {cpu.get('cpu_model')}) has no bf16 instructions (avx512_bf16, amx_bf16): "
             f"those stages run emulated here, several times slower than fp32; `python -m benchmarks.cpu_dtype` "
