@@ -146,13 +146,15 @@ def test_qwen_code_pilot_is_base_and_sft_seed0_on_a_subset_with_the_studys_setti
         assert f"{n} cells: 0 done, 0 trained, 0 targets, {n} todo" in proc.stdout, proc.stdout
 
 
-def test_qwen_math_pilot_is_gsm8k_base_and_sft_with_qwen_codes_settings():
-    """Issue 27's GSM8K pilot: base + SFT seed 0 on GSM8K subsets, trained, generated and scored as qwen-code, so
-    its per-item costs carry over and its base cell's benchmark scores share qwen-code's cache key."""
+def test_qwen_math_pilot_is_gsm8k_base_and_sft_with_qwen_codes_settings_in_fp32():
+    """Issue 27's GSM8K pilot: base + SFT seed 0 on GSM8K subsets, trained, generated and scored as qwen-code but in
+    fp32 (which every CPU computes natively), so its base cell's benchmark scores share qwen-code's cache key."""
     from repro.driver.grid import plan  # noqa: PLC0415
 
     pilot, study = load_recipe("qwen-math-pilot"), load_recipe("qwen-code")
     assert {c.label for c in plan(pilot)} == {"gsm8k/base/seed0", "gsm8k/sft/seed0"}
+    assert pilot.train.pop("precision") == "fp32" and study.train.pop("precision") == "bf16-autocast"
+    assert pilot.generation["vllm"].pop("dtype") == "float32" and study.generation["vllm"].pop("dtype") == "bfloat16"
     assert pilot.model == study.model and pilot.train == study.train and pilot.generation == study.generation
     assert {k: v for k, v in pilot.evaluation.items() if k != "cross_task"} == \
         {k: v for k, v in study.evaluation.items() if k != "cross_task"}
