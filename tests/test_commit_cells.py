@@ -4,7 +4,12 @@ caches. On the tiny in-process model, in a throwaway git repository."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +131,59 @@ def test_commit_refuses_an_ignored_results_folder(repo, data_dir):
     assert proc.returncode == 2
     assert "git ignores" in proc.stderr and "--results-dir results" in proc.stderr
     assert not (repo / "runs" / "smoke" / "squad").exists()          # refused before any work
+
+
+def test_a_fresh_clone_resumes_training_from_the_checkpoint_a_killed_run_carried(repo, tmp_path, data_dir):
+    """The end-to-end path of a session killed mid-training: `run --commit` carries the running training's
+    checkpoint, the run is SIGKILLed (no stop handler runs), and a fresh clone with no runs/ resumes from the
+    carried checkpoint - redoing only the steps after it - to the same loss log, adapter and answers as a run that
+    was never stopped. One torch thread in every run keeps the kernels' reduction order fixed (tests/test_resume.py
+    says why bitwise is the bar)."""
+    # 24 optimiser steps, a checkpoint after each, carried at every step's progress report
+    cells = [*CELLS, "tasks.squad.train=24", "train.batch_size=1", "train.checkpoint_minutes=1e-9", "--threads", "1"]
+    ckpt = "results/smoke/_resume/work/squad/sft/seed0/checkpoint.pt"
+    straight = tmp_path / "straight"
+    ref = run_repro("run", *cells, "--data-dir", str(data_dir), "--work-dir", str(straight / "runs"),
+                    "--results-dir", str(straight / "results"))
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    child = subprocess.Popen(
+        [sys.executable, "-m", "repro", "run", *cells, "--data-dir", str(data_dir), "--work-dir",
+         str(repo / "runs"), "--results-dir", str(repo / "results"), "--commit", "--carry-every", "0.0001"],
+        cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + 600
+    try:
+        while child.poll() is None and time.monotonic() < deadline:
+            if ckpt in git(repo, "ls-tree", "-r", "--name-only", "HEAD", "results/smoke/_resume").split():
+                break
+            time.sleep(0.02)
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)          # a killed session: nothing is carried on the way out
+        child.wait()
+    assert child.returncode == -signal.SIGKILL, f"killed too late or never reached training:\n{child.stderr.read()}"
+    carried = git(repo, "ls-tree", "-r", "--name-only", "HEAD", "results/smoke/_resume").split()
+    assert ckpt in carried
+    assert not any(f.startswith("results/smoke/_resume/work/squad/sft/seed0/adapter/") for f in carried)
+
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    git(clone, "config", "user.email", "t@example.org")
+    git(clone, "config", "user.name", "t")
+    again = run_repro("run", *cells, "--data-dir", str(data_dir), "--work-dir", str(clone / "runs"),
+                      "--results-dir", str(clone / "results"), "--commit")
+    assert again.returncode == 0, again.stderr[-3000:]
+    log = json.loads((clone / "runs/smoke/squad/sft/seed0/train_log.json").read_text())
+    (resume,) = log["checkpoints"]["resumes"]
+    assert 1 <= resume["at_step"] < log["total_steps"] == 24
+    assert [s["step"] for s in log["steps"]][0] == 1                 # the log before the checkpoint came with it
+    ref_log = json.loads((straight / "runs/smoke/squad/sft/seed0/train_log.json").read_text())
+    assert [{k: v for k, v in s.items() if k != "elapsed_s"} for s in log["steps"]] == \
+        [{k: v for k, v in s.items() if k != "elapsed_s"} for s in ref_log["steps"]]
+    cell = "smoke/squad/sft/seed0"
+    adapter = "adapter/adapter_model.safetensors"
+    assert (clone / "runs" / cell / adapter).read_bytes() == (straight / "runs" / cell / adapter).read_bytes()
+    assert (clone / "results" / cell / "items.jsonl.gz").read_bytes() == \
+        (straight / "results" / cell / "items.jsonl.gz").read_bytes()
+    assert ckpt not in git(clone, "ls-files", "results/smoke/_resume").split()   # dropped once training ended
