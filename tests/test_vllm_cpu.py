@@ -88,8 +88,12 @@ def test_greedy_base_and_adapter_outputs_equal_hf_fp32(real_vllm, smollm2_dir, a
     assert base.describe()["engine"] == f"vllm {generate.vllm_version()}" and base.identity["dtype"] == "float32"
     merged = make_generator(str(smollm2_dir), adapters[0], backend="vllm", engine=MERGED)
     assert merged.engine is not base.engine and merged.describe()["serve_adapters"] == "merged"
+    calls = []
+    base.on_batch = lambda done, total: calls.append((done, total))
     got = {name: _tokens(g.generate(prompts, PARAMS, tag="t", progress=False))
            for name, g in (("base", base), ("a", tuned), ("a merged", merged))}
+    # the progress line moves as each answer of the chunk finishes (vLLM's use_tqdm hook), then once for the chunk
+    assert calls == [(i, N_PROMPTS) for i in range(1, N_PROMPTS + 1)] + [(N_PROMPTS, N_PROMPTS)], calls
     want = {**hf_reference, "a merged": hf_reference["a"]}
     assert got["a"] != got["base"], "the adapter changes the outputs"
     for name in got:

@@ -129,7 +129,10 @@ class Generator:
         done = sum(k in found for k in prompts)     # a resumed call counts what its journal already holds
         for batch in batches:
             t0 = time.perf_counter()
-            outs = self._generate([prompts[k] for k in batch], params)
+            # vLLM answers a chunk's prompts one by one, minutes apart on CPU: each one moves the progress line
+            on_finished = None if self.on_batch is None else (
+                lambda n, before=done: self.on_batch(min(before + n, len(prompts)), len(prompts)))
+            outs = self._generate([prompts[k] for k in batch], params, on_finished)
             self.stats.seconds += time.perf_counter() - t0
             records = {}
             for k, out in zip(batch, outs):
@@ -172,7 +175,10 @@ class Generator:
                 b.append(k)
         return batches
 
-    def _generate(self, texts: list[str], params: DecodingParams) -> list[Generation]:
+    def _generate(self, texts: list[str], params: DecodingParams,
+                  on_finished: Callable[[int], None] | None = None) -> list[Generation]:
+        """Answers to `texts`, in order. `on_finished(n)`: n of them are answered so far (an engine that finishes
+        prompts one by one calls it; a padded HF batch finishes all at once and does not)."""
         raise NotImplementedError
 
     def describe(self) -> dict:
@@ -210,7 +216,8 @@ class HFGenerator(Generator):
 
         return {"engine": f"transformers {version('transformers')}", "dtype": str(self.model.dtype).removeprefix("torch.")}
 
-    def _generate(self, texts: list[str], params: DecodingParams) -> list[Generation]:
+    def _generate(self, texts: list[str], params: DecodingParams,
+                  on_finished: Callable[[int], None] | None = None) -> list[Generation]:
         import torch  # noqa: PLC0415
 
         tok = self.tokenizer
@@ -395,7 +402,8 @@ class VLLMEngine:
             self.llm = None
         _release_torch_memory()
 
-    def generate(self, prompts: list[dict], sampling_params: Any, lora_request: Any) -> list:
+    def generate(self, prompts: list[dict], sampling_params: Any, lora_request: Any,
+                 on_finished: Callable[[int], None] | None = None) -> list:
         if self.closed:
             raise RuntimeError(f"the vLLM engine of {self.model} was closed")
         if self.asleep:
@@ -404,7 +412,40 @@ class VLLMEngine:
             else:
                 self.llm.wake_up()
             self.asleep = False
-        return self.llm.generate(prompts, sampling_params, use_tqdm=False, lora_request=lora_request)
+        use_tqdm = False if on_finished is None else _FinishedRequests(on_finished)
+        return self.llm.generate(prompts, sampling_params, use_tqdm=use_tqdm, lora_request=lora_request)
+
+
+class _FinishedRequests:
+    """vLLM's `use_tqdm` hook, drawing no bar: `LLM.generate` builds its progress bar with this callable and updates
+    it as each request finishes, and that count goes to `report` (the driver's progress line)."""
+
+    def __init__(self, report: Callable[[int], None]):
+        self.report = report
+
+    def __call__(self, iterable: Any = None, **_: Any) -> Any:
+        return iterable if iterable is not None else _FinishedCount(self.report)   # "Rendering prompts": as is
+
+
+class _FinishedCount:
+    """The part of a tqdm bar vLLM's `_run_engine` uses: `update`, `n`, `format_dict["elapsed"]`, `postfix`."""
+
+    def __init__(self, report: Callable[[int], None]):
+        self.report, self.n, self.postfix, self.started = report, 0, "", time.monotonic()
+
+    @property
+    def format_dict(self) -> dict:
+        return {"elapsed": max(time.monotonic() - self.started, 1e-9)}
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        self.report(self.n)
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _engine_args(options: dict) -> dict:
@@ -550,7 +591,8 @@ class VLLMGenerator(Generator):
     def chunk_size(self) -> int:
         return self.batch_size * 4      # vLLM schedules its own batches; chunks only bound lost work on a kill
 
-    def _generate(self, texts: list[str], params: DecodingParams) -> list[Generation]:
+    def _generate(self, texts: list[str], params: DecodingParams,
+                  on_finished: Callable[[int], None] | None = None) -> list[Generation]:
         from vllm import SamplingParams  # noqa: PLC0415
 
         if params.max_new_tokens < 1:
@@ -559,7 +601,7 @@ class VLLMGenerator(Generator):
                             stop=list(params.stop) or None, seed=params.seed,
                             stop_token_ids=sorted(_end_of_turn_ids(self.tokenizer)) or None)
         prompts = [{"prompt_token_ids": self.tokenizer(t, add_special_tokens=False)["input_ids"]} for t in texts]
-        outs = self.engine.generate(prompts, sp, self.lora)
+        outs = self.engine.generate(prompts, sp, self.lora, on_finished)
         if len(outs) != len(prompts):
             raise RuntimeError(f"vLLM returned {len(outs)} outputs for {len(prompts)} prompts")
         results = []
