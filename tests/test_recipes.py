@@ -148,7 +148,7 @@ def test_qwen_code_pilot_is_base_and_sft_seed0_on_a_subset_with_the_studys_setti
 
 def test_qwen_math_pilot_is_gsm8k_base_and_sft_with_qwen_codes_settings_in_fp32():
     """Issue 27's GSM8K pilot: base + SFT seed 0 on GSM8K subsets, trained, generated and scored as qwen-code but in
-    fp32 (which every CPU computes natively), so its base cell's benchmark scores share qwen-code's cache key."""
+    fp32 (which every CPU computes natively), with qwen-code's benchmark settings: the same benchmark items."""
     from repro.driver.grid import plan  # noqa: PLC0415
 
     pilot, study = load_recipe("qwen-math-pilot"), load_recipe("qwen-code")
