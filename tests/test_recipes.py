@@ -163,3 +163,30 @@ def test_qwen_math_pilot_is_gsm8k_base_and_sft_with_qwen_codes_settings_in_fp32(
     assert p.benchmark_cache_key(identity) == s.benchmark_cache_key(identity)
     assert 0 < p.tasks["gsm8k"].train < 7473 and 0 < p.tasks["gsm8k"].test < 1319
     assert not bare_knobs("qwen-math-pilot")
+
+
+def test_qwen_math_is_the_pilots_design_grown_to_base_sft_s3ft_on_two_seeds(data_dir):
+    """Issue 27's GSM8K study: the pilot's model, fp32 training and decoding, answer caps and benchmark items, with
+    S3FT and a second seed added, a test subset sized by the pilot's power table that holds the pilot's 100 test
+    items (so the base cell reuses their answers), and the pilot's training questions (so their gold log p)."""
+    from repro.driver.cell import CellRunner  # noqa: PLC0415
+    from repro.driver.grid import plan  # noqa: PLC0415
+
+    study, pilot = load_recipe("qwen-math"), load_recipe("qwen-math-pilot")
+    assert study.methods == ["base", "sft", "s3ft"] and study.seeds == [0, 1] and not study.method_seeds
+    # seed-major: a session that ends after three cells leaves a whole one-seed comparison committed
+    assert [c.label for c in plan(study)] == ["gsm8k/base/seed0", "gsm8k/sft/seed0", "gsm8k/s3ft/seed0",
+                                              "gsm8k/sft/seed1", "gsm8k/s3ft/seed1"]
+    assert study.model == pilot.model and study.train == pilot.train and study.generation == pilot.generation
+    assert study.train["precision"] == "fp32" and study.generation["vllm"] == {"dtype": "float32"}
+    assert study.evaluation.pop("forgetting_prompts") < pilot.evaluation.pop("forgetting_prompts")
+    assert study.evaluation == pilot.evaluation
+    s, p = resolve(study), resolve(pilot)
+    assert s.tasks["gsm8k"].predict == p.tasks["gsm8k"].predict and \
+        s.tasks["gsm8k"].paraphrase == p.tasks["gsm8k"].paraphrase
+    assert s.tasks["gsm8k"].train == p.tasks["gsm8k"].train and p.tasks["gsm8k"].test < s.tasks["gsm8k"].test < 1319
+    runners = [CellRunner(r, data_dir=data_dir, work_root=Path("/nonexistent"), results_root=Path("/nonexistent"),
+                          progress=False) for r in (study, pilot)]
+    ids = [{split: {ex["id"] for ex in r.examples("gsm8k", split)} for split in ("train", "test")} for r in runners]
+    assert ids[0]["train"] == ids[1]["train"] and ids[1]["test"] < ids[0]["test"]
+    assert not bare_knobs("qwen-math")
