@@ -90,6 +90,27 @@ def test_restore_fills_a_fresh_work_folder_and_never_overwrites_finished_work(tm
     assert carry.restore() == 0           # idempotent
 
 
+def test_restore_takes_cache_files_from_every_preset_but_work_stages_only_from_its_own(tmp_path):
+    # a study reuses its pilot's answers and benchmark scores: on a fresh clone they come from the pilot's carry
+    pilot = tmp_path / "results/pilot/_resume"
+    _write(pilot / "cache/benchmarks/base.json", '{"pilot": true}')
+    _write(pilot / "cache/generations/m.jsonl", _jsonl("k1", "k2"))
+    _write(pilot / "work/t/sft/seed0/train_log.json", "{}")                     # the pilot's own training
+    own = tmp_path / "results/p/_resume"
+    _write(own / "cache/benchmarks/base.json", '{"own": true}')                 # same key: this preset's wins
+    _write(own / "cache/generations/m.jsonl", _jsonl("k2", "k3"))
+    carry = _carry(tmp_path)
+    assert carry.restore() == 3                       # the own scores; the shard, merged from each carry
+    cache = tmp_path / "runs/cache"
+    assert (cache / "benchmarks/base.json").read_text() == '{"own": true}'
+    keys = sorted(json.loads(x)["key"] for x in (cache / "generations/m.jsonl").read_text().splitlines())
+    assert keys == ["k1", "k2", "k3"]
+    assert not (tmp_path / "runs/p/t/sft/seed0").exists()
+    assert carry.restore() == 0
+    _write(pilot / "cache/benchmarks/other.json", "{}")
+    assert _carry(tmp_path).restore() == 1            # without a carry of its own, a preset still gets the pilot's
+
+
 def test_save_partial_carries_a_running_stage_and_drops_it_once_the_stage_is_done(tmp_path, monkeypatch):
     work, cache = tmp_path / "runs/p", tmp_path / "runs/cache"
     _write(work / "t/sft/seed1/checkpoint.pt", "step 12")                       # training still running

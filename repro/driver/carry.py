@@ -10,6 +10,8 @@ committed (only those paths):
   cache/generations/<shard>.jsonl              the generations this run added (answers, own answers, paraphrases)
 A run that starts copies back every carried file its work folder lacks; a generation shard is merged (the records
 whose key is missing are appended), so the work copy is always a superset. Stages read only the work copy.
+Cache files are restored from every preset's _resume/ under the same results folder, not only this preset's: the
+cache is shared and content-keyed, and a study reuses its pilot's answers and benchmark scores.
 
 A stage still running is carried too, every few minutes and when the run is stopped (`save_partial`): the generations
 it has added so far, its training checkpoint (work/<task>/<method>/seed<k>/checkpoint.pt, a LoRA run's few MB) and
@@ -155,13 +157,21 @@ class StageCarry:
         """`save`, plus the resume points of the stage still running (module docstring)."""
         return self.save(label, partial=True)
 
+    def _carried_caches(self) -> list[Path]:
+        """This preset's carried cache, then every other preset's under the same results folder. The cache is shared
+        by presets on one machine (a study reuses its pilot's answers and benchmark scores) and keyed by content
+        (model, prompt, decoding), so another preset's entries are only ever reused where they are the same
+        computation; without them a fresh clone would redo, or answer anew, what the pilot already committed."""
+        own = self.root / "cache"
+        others = sorted(c for c in self.root.parent.parent.glob(f"*/{CARRY_DIR}/cache") if c != own)
+        return [c for c in [own, *others] if c.is_dir()]
+
     def restore(self) -> int:
         """Copy into the work folder every carried stage it lacks; returns how many files were written. A stage is
         restored whole (a targets folder without its summary, a seed folder without its train log, is a stage a
-        kill interrupted: the carried copy replaces it). Generation shards are merged. Called before any cell's
-        state is read."""
-        if not self.root.is_dir():
-            return 0
+        kill interrupted: the carried copy replaces it). Generation shards are merged. Cache files come from every
+        preset's carry (`_carried_caches`), work stages only from this preset's. Called before any cell's state is
+        read."""
         written = 0
         carried_work = self.root / "work"
         # a carried checkpoint of training that has not finished anywhere: resumed from unless this machine has one
@@ -185,16 +195,17 @@ class StageCarry:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(src, dst)
                 written += 1
-        for src in sorted((self.root / "cache").rglob("*")):
-            if not src.is_file():
-                continue
-            dst = self.cache_root / src.relative_to(self.root / "cache")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if src.parent.name == "generations":
-                written += merge_jsonl(src, dst) > 0
-            elif not dst.exists():
-                shutil.copyfile(src, dst)
-                written += 1
+        for carried_cache in self._carried_caches():
+            for src in sorted(carried_cache.rglob("*")):
+                if not src.is_file():
+                    continue
+                dst = self.cache_root / src.relative_to(carried_cache)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if src.parent.name == "generations":
+                    written += merge_jsonl(src, dst) > 0
+                elif not dst.exists():
+                    shutil.copyfile(src, dst)
+                    written += 1
         if written:
             log.info("restored %d carried file(s) from %s", written, self.root)
         return written
