@@ -203,13 +203,16 @@ def test_serve_adapters_is_checked_and_merged_serving_is_cpu_only(fake, tiny_dir
     assert "serve_adapters" not in fake_vllm.GPU.engines[0].init_kwargs       # the suite's option, not vLLM's
 
 
-def test_on_cpu_a_tuned_model_is_served_merged_by_one_engine_beside_the_base(fake, tiny_dir, adapters, tmp_path):
+def test_on_cpu_a_tuned_model_is_served_merged_by_an_engine_of_its_own_one_live_at_a_time(fake, tiny_dir, adapters,
+                                                                                         tmp_path):
     """serve_adapters auto on CPU: the adapter merged into a checkpoint next to it, keyed by its content, served by
-    a second engine; at most one such engine at a time; a retrained adapter gets a new checkpoint, never the old."""
+    a second engine; only the engine generating holds memory (the base one shuts down while a merged one generates,
+    and back); a retrained adapter gets a new checkpoint, never the old."""
     fake_vllm.PLATFORM.sleep, fake_vllm.PLATFORM.device_type = False, "cpu"
     folder = tmp_path / "seed0" / "adapter"
     shutil.copytree(adapters[0], folder)
     base = make_generator(str(tiny_dir), backend="vllm")
+    (base_llm,) = fake_vllm.GPU.engines
     tuned = make_generator(str(tiny_dir), folder, backend="vllm")
     fp = tuned.identity["adapter"]
     merged = folder.parent / f"adapter.merged-{fp[:12]}"
@@ -217,16 +220,18 @@ def test_on_cpu_a_tuned_model_is_served_merged_by_one_engine_beside_the_base(fak
     assert tuned.identity["serve"] == tuned.describe()["serve_adapters"] == "merged"
     assert "serve" not in base.identity and "serve_adapters" not in base.describe()       # base keys unchanged
     out = _records(tuned.generate(PROMPTS, PARAMS, tag="t", progress=False))
-    base_llm, llm = fake_vllm.GPU.engines
+    (llm,) = fake_vllm.GPU.engines                  # the base engine shut down before the merged one started
+    assert base_llm.shut_down and base_llm.calls == []
     assert llm.init_kwargs["model"] == str(merged) and [c["lora"] for c in llm.calls] == [None]
-    assert base_llm.calls == [] and llm.init_kwargs["kv_cache_memory_bytes"] == generate.CPU_KV_CACHE_BYTES
+    assert llm.init_kwargs["kv_cache_memory_bytes"] == generate.CPU_KV_CACHE_BYTES
     assert out != _records(base.generate(PROMPTS, PARAMS, tag="t", progress=False))
+    assert llm.shut_down and [e.init_kwargs["model"] for e in fake_vllm.GPU.engines] == [str(tiny_dir.resolve())]
 
     other = make_generator(str(tiny_dir), adapters[1], backend="vllm")
     other_out = _records(other.generate(PROMPTS, PARAMS, tag="t", progress=False))
-    assert llm.shut_down and len(fake_vllm.GPU.engines) == 2         # the first merged engine went first
+    assert len(fake_vllm.GPU.engines) == 1 and fake_vllm.GPU.engines[0].init_kwargs["model"] != str(merged)
     assert _records(tuned.generate(PROMPTS, PARAMS, tag="t", progress=False)) == out     # and comes back on use
-    assert fake_vllm.GPU.engines[-1].init_kwargs["model"] == str(merged) and len(fake_vllm.GPU.engines) == 2
+    assert [e.init_kwargs["model"] for e in fake_vllm.GPU.engines] == [str(merged)]
 
     for f in adapters[1].iterdir():                 # retrained in place
         shutil.copy(f, folder / f.name)

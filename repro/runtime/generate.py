@@ -262,8 +262,9 @@ class HFGenerator(Generator):
 ENGINE_OPTIONS = {"dtype": "auto", "gpu_memory_utilization": 0.85, "kv_cache_memory_bytes": None, "max_lora_rank": 64,
                   "max_loras": 1, "max_model_len": None, "enforce_eager": False, "serve_adapters": "auto"}
 #: "lora": a ``LoRARequest`` on the base model's engine. "merged": the adapter merged into an fp32 checkpoint
-#: (:func:`repro.runtime.models.merged_checkpoint`) served by an engine of its own, beside the base one; CPU only
-#: (no sleep mode there, and on CPU it generated 10.0 tokens/s to a LoRA request's 2.0: docs/performance.md).
+#: (:func:`repro.runtime.models.merged_checkpoint`) served by an engine of its own (only the engine generating holds
+#: memory); CPU only (no sleep mode there, and on CPU it generated 10.0 tokens/s to a LoRA request's 2.0:
+#: docs/performance.md).
 #: "auto": merged on CPU, lora on a GPU (one engine per process, sleeping through HF work).
 SERVE_ADAPTERS = ("auto", "lora", "merged")
 #: The KV cache of a CPU engine: 2 GiB holds ~45k tokens of SmolLM2-135M in fp32 (~75k of Qwen2.5-1.5B in bf16),
@@ -406,6 +407,7 @@ class VLLMEngine:
                  on_finished: Callable[[int], None] | None = None) -> list:
         if self.closed:
             raise RuntimeError(f"the vLLM engine of {self.model} was closed")
+        _make_room(self)
         if self.asleep:
             if self.llm is None:
                 self.llm = self._start()
@@ -497,14 +499,26 @@ def vllm_engine(model: str, **options: Any) -> VLLMEngine:
 def merged_engine(base: VLLMEngine, adapter: str | Path, fingerprint: str) -> VLLMEngine:
     """The engine serving `adapter` merged into `base`'s model (serve_adapters "merged", CPU): the checkpoint built
     once per adapter content (:func:`repro.runtime.models.merged_checkpoint`), the engine with `base`'s options.
-    At most one such engine lives beside the base one: serving another adapter closes the previous engine first."""
+    At most one such engine exists, and on CPU only the engine generating is up (:func:`_make_room`): serving
+    another adapter closes the previous engine first."""
     global _MERGED  # noqa: PLW0603
     folder = str(models.merged_checkpoint(base.model, adapter, fingerprint))
     if _MERGED is not None and _MERGED.model == folder and _MERGED.options == base.options:
         return _MERGED
     close_merged_engine()
+    _make_room(None)
     _MERGED = VLLMEngine(folder, **base.options)
     return _MERGED
+
+
+def _make_room(keep: VLLMEngine | None) -> None:
+    """Without sleep mode (CPU) only `keep` may hold weights and a KV cache: the others shut down and start again
+    on their next ``generate``. A 1.5B model in fp32 took 13.4 GB while one engine generated; with the base engine
+    beside a merged one, a process resuming straight into a tuned model's evaluation was killed for memory on 24
+    GiB (2026-12-04). With sleep mode (GPU) there is one engine and nothing to do."""
+    for engine in (_ENGINE, _MERGED):
+        if engine is not None and engine is not keep and not engine.sleep_mode:
+            engine.sleep()
 
 
 def close_merged_engine() -> None:
