@@ -3,8 +3,8 @@ attention has no kernel for the tiny test model's head size of 16): greedy outpu
 adapter token-identical to the suite's HF backend in fp32, served as a LoRA request and merged into a checkpoint
 (``generation.vllm.serve_adapters``), a changed adapter at the same path served fresh with ``max_loras=1`` (vLLM's
 adapter LRU) and merged anew, and a whole quick-sized cell on the vLLM backend (merged: CPU's default). One base
-engine serves the module (one engine per process; a merged model gets one more, up only while it generates); CI fails rather than
-skips when vLLM is missing."""
+engine serves the module (one engine per process; a merged model gets one more, up only while it generates); CI
+fails rather than skips when vLLM is missing."""
 from __future__ import annotations
 
 import gc
